@@ -1,0 +1,13 @@
+use shared::config::load_or_exit;
+use shared::http::server::{serve, with_standard_routes};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let config = load_or_exit(status::Config::from_env);
+    let db = shared::db::pool(&config.database)?;
+    let state = status::AppState::new(db.clone(), &config.twilio);
+    let app = with_standard_routes(status::router(state), db, config.gcp_project.clone());
+    serve(app, config.port).await?;
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! The PostgreSQL pool and the embedded migrations.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseConfig;
+
+/// The migrations in `migrations/`, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A pool that connects lazily, so a function starts (and answers 503) while
+/// the database is away, and fails a request fast rather than hanging.
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy(config.url.expose())
+}
+
+/// Applies pending migrations (the migration job and the local stack do this;
+/// the functions themselves never change the schema).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,9 @@
+//! Pure domain types: no I/O, parsed at the edge and trusted inside.
+
+pub mod consent;
+pub mod phone;
+pub mod status;
+
+pub use consent::{Consent, ConsentKeywords, ConsentSource};
+pub use phone::{PhoneError, PhoneNumber, Region};
+pub use status::MessageStatus;

@@ -1,0 +1,136 @@
+//! `messages`: the outbox and the delivery record in one row.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::MessageStatus;
+use crate::store::webhook_events::NewWebhookEvent;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub phone_number: String,
+    pub status: String,
+    pub status_rank: i16,
+    pub body: Option<String>,
+    pub twilio_sid: Option<String>,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+impl Message {
+    pub fn status(&self) -> MessageStatus {
+        self.status
+            .parse()
+            .expect("messages.status is constrained to valid values")
+    }
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as("select * from messages where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A status callback as it applies to a message row.
+#[derive(Debug, Clone)]
+pub struct CallbackUpdate<'a> {
+    /// Our message id from the StatusCallback URL (`mid`), when present.
+    pub message_id: Option<Uuid>,
+    pub message_sid: &'a str,
+    /// `None` for a status name we do not know: the event is kept, the row is not touched.
+    pub status: Option<MessageStatus>,
+    pub error_code: Option<i32>,
+    pub error_message: Option<&'a str>,
+}
+
+/// What one status callback did.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CallbackOutcome {
+    /// `None` when the callback was a duplicate and nothing was written.
+    pub event_id: Option<i64>,
+    /// The message it is about, when we know it.
+    pub message_id: Option<Uuid>,
+    pub phone_number: Option<String>,
+    /// Whether the message moved forward.
+    pub advanced: bool,
+}
+
+/// Stores the raw event and advances the message in one statement (one
+/// round trip, one commit): the message is found by `mid`, else by
+/// `MessageSid`, and moves only if its rank is below the callback's threshold
+/// ([`MessageStatus::advances_below`]). A duplicate touches nothing.
+#[tracing::instrument(skip_all)]
+pub async fn apply_status_callback(
+    db: impl PgExecutor<'_>,
+    event: &NewWebhookEvent<'_>,
+    update: &CallbackUpdate<'_>,
+) -> Result<CallbackOutcome, sqlx::Error> {
+    let status = update.status.map(MessageStatus::as_str);
+    let rank = update.status.map(MessageStatus::rank);
+    let below = update
+        .status
+        .map_or(i16::MIN, MessageStatus::advances_below);
+    sqlx::query_as(
+        "with ev as (
+             insert into webhook_events
+                 (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)
+             on conflict do nothing
+             returning id
+         ), target as (
+             select m.id, m.phone_number from messages m
+             where exists (select 1 from ev) and (m.id = $9 or m.twilio_sid = $4)
+             order by (m.id = $9) desc nulls last
+             limit 1
+             for update
+         ), upd as (
+             update messages m set
+                 status = $10,
+                 status_rank = $11,
+                 twilio_sid = coalesce(m.twilio_sid, $4),
+                 error_code = coalesce($12, m.error_code),
+                 error_message = coalesce($13, m.error_message),
+                 sent_at = case when $10 in ('sent', 'partially_delivered', 'delivered', 'read')
+                           then coalesce(m.sent_at, now()) else m.sent_at end,
+                 delivered_at = case when $10 in ('delivered', 'read')
+                           then coalesce(m.delivered_at, now()) else m.delivered_at end,
+                 read_at = case when $10 = 'read' then coalesce(m.read_at, now()) else m.read_at end,
+                 failed_at = case when $10 in ('failed', 'undelivered', 'canceled')
+                           then coalesce(m.failed_at, now()) else m.failed_at end,
+                 updated_at = now()
+             from target
+             where m.id = target.id and $10::text is not null and m.status_rank < $14
+             returning m.id
+         )
+         select (select id from ev) as event_id,
+                (select id from target) as message_id,
+                (select phone_number from target) as phone_number,
+                exists (select 1 from upd) as advanced",
+    )
+    .bind(event.kind)
+    .bind(event.dedupe_key)
+    .bind(event.idempotency_token)
+    .bind(event.message_sid)
+    .bind(event.request_uri)
+    .bind(event.content_type)
+    .bind(event.raw_body)
+    .bind(event.params)
+    .bind(update.message_id)
+    .bind(status)
+    .bind(rank)
+    .bind(update.error_code)
+    .bind(update.error_message)
+    .bind(below)
+    .fetch_one(db)
+    .await
+}

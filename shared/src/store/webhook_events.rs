@@ -1,0 +1,50 @@
+//! `webhook_events`: the raw audit of every authenticated webhook.
+
+use sqlx::PgExecutor;
+
+/// What is stored of one authenticated request, exactly as received.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEvent<'a> {
+    pub kind: &'static str,
+    pub dedupe_key: &'a str,
+    pub idempotency_token: Option<&'a str>,
+    pub message_sid: Option<&'a str>,
+    pub request_uri: &'a str,
+    pub content_type: &'a str,
+    pub raw_body: &'a str,
+    pub params: &'a serde_json::Value,
+}
+
+/// Stores the event; `None` when it was delivered before (same dedupe key or
+/// same idempotency token), in which case nothing was written.
+#[tracing::instrument(skip_all, fields(kind = event.kind))]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    event: &NewWebhookEvent<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into webhook_events
+             (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict do nothing
+         returning id",
+    )
+    .bind(event.kind)
+    .bind(event.dedupe_key)
+    .bind(event.idempotency_token)
+    .bind(event.message_sid)
+    .bind(event.request_uri)
+    .bind(event.content_type)
+    .bind(event.raw_body)
+    .bind(event.params)
+    .fetch_optional(db)
+    .await
+}
+
+/// How many events of a kind are stored (for tests and stats).
+pub async fn count(db: impl PgExecutor<'_>, kind: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from webhook_events where kind = $1")
+        .bind(kind)
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,195 @@
+//! JSON logs on stdout in Cloud Logging's shape: `severity`, `message`,
+//! `logging.googleapis.com/trace`, the span's fields, and phone numbers masked.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The span field that carries the Cloud Trace name (`projects/P/traces/T`).
+pub const TRACE_FIELD: &str = "trace";
+const TRACE_KEY: &str = "logging.googleapis.com/trace";
+
+/// Installs the JSON logger; the level comes from `RUST_LOG` (default `info`).
+/// A second call is a no-op, so tests and the local stack may call it freely.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(CloudLogging),
+        )
+        .try_init();
+}
+
+/// The Cloud Trace name for an `X-Cloud-Trace-Context` header (`TRACE_ID/SPAN_ID;o=1`).
+pub fn trace_name(project: Option<&str>, header: &str) -> Option<String> {
+    let trace_id = header.split(['/', ';']).next()?.trim();
+    if trace_id.is_empty() || !trace_id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(match project {
+        Some(p) => format!("projects/{p}/traces/{trace_id}"),
+        None => trace_id.to_owned(),
+    })
+}
+
+/// Formats one event as one JSON line in Cloud Logging's shape.
+pub struct CloudLogging;
+
+impl<S, N> FormatEvent<S, N> for CloudLogging
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = Map::new();
+        line.insert(
+            "severity".into(),
+            severity(*event.metadata().level()).into(),
+        );
+        line.insert(
+            "time".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("target".into(), event.metadata().target().into());
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields) {
+                    for (k, v) in map {
+                        let key = if k == TRACE_FIELD {
+                            TRACE_KEY.to_owned()
+                        } else {
+                            k
+                        };
+                        line.insert(key, v);
+                    }
+                }
+            }
+        }
+        let mut visitor = JsonVisitor(Map::new());
+        event.record(&mut visitor);
+        let message = visitor
+            .0
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
+        line.extend(visitor.0);
+        line.insert("message".into(), message);
+        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{}", mask_phone_numbers(&text))
+    }
+}
+
+fn severity(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        Level::DEBUG | Level::TRACE => "DEBUG",
+    }
+}
+
+struct JsonVisitor(Map<String, Value>);
+
+impl Visit for JsonVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let mut chain = value.to_string();
+        let mut source = value.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        self.0.insert(field.name().into(), chain.into());
+    }
+}
+
+/// Masks every `+` followed by 7 to 15 digits, whatever wrote it: the last
+/// line of defence that keeps phone numbers out of logs.
+pub fn mask_phone_numbers(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'+' {
+            let digits = bytes[i + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if (7..=15).contains(&digits) {
+                out.push_str(&text[copied..i]);
+                out.push_str(&crate::domain::phone::mask(&text[i..i + 1 + digits]));
+                i += 1 + digits;
+                copied = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_masked_anywhere_in_a_line() {
+        assert_eq!(
+            mask_phone_numbers(r#"{"to":"whatsapp:+14155552671","n":"+12"}"#),
+            r#"{"to":"whatsapp:+1415*****71","n":"+12"}"#
+        );
+        assert_eq!(mask_phone_numbers("plain text"), "plain text");
+    }
+
+    #[test]
+    fn trace_names_follow_the_cloud_trace_header() {
+        assert_eq!(
+            trace_name(Some("proj"), "105445aa7843bc8bf206b12000100000/1;o=1").as_deref(),
+            Some("projects/proj/traces/105445aa7843bc8bf206b12000100000")
+        );
+        assert_eq!(trace_name(None, "abc").as_deref(), Some("abc"));
+        assert_eq!(trace_name(Some("p"), "not-hex/1"), None);
+    }
+}

@@ -1,0 +1,202 @@
+use axum::http::StatusCode;
+use e2e::webhooks_router;
+use shared::domain::consent::{DEFAULT_OPT_IN, DEFAULT_OPT_OUT};
+use shared::store::users;
+use sqlx::PgPool;
+
+use crate::support::{MIGRATOR, count, post_signed};
+
+const PATH: &str = "/webhooks/inbound";
+
+fn inbound<'a>(sid: &'a str, from: &'a str, body: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("ApiVersion", "2010-04-01"),
+        ("Body", body),
+        ("From", from),
+        ("MessageSid", sid),
+        ("NumMedia", "0"),
+        ("NumSegments", "1"),
+        ("ProfileName", "Ada"),
+        ("SmsMessageSid", sid),
+        ("SmsStatus", "received"),
+        ("To", "whatsapp:+14155238886"),
+        ("WaId", "14155552671"),
+    ]
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn stores_raw_normalizes_and_opens_the_window(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    let mut params = inbound("SM0001", "whatsapp:+14155552671", "Hi there");
+    params.push(("NumMedia", "1"));
+    params.retain(|(k, v)| *k != "NumMedia" || *v == "1");
+    params.push(("MediaUrl0", "https://api.twilio.com/media/ME1"));
+    params.push(("MediaContentType0", "image/jpeg"));
+    params.push(("SomethingNew", "kept raw"));
+    let (status, body) = post_signed(&router, PATH, &params).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<Response/>"), "{body}");
+
+    let (raw, kept): (String, String) = sqlx::query_as(
+        "select raw_body, params->>'SomethingNew' from webhook_events where kind = 'inbound'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(raw.contains("SomethingNew=kept+raw"), "{raw}");
+    assert_eq!(kept, "kept raw");
+
+    let (from, body_text, num_media, media_type, wa_id): (String, String, i32, String, String) = sqlx::query_as(
+        "select from_number, body, num_media, media->0->>'content_type', wa_id from inbound_messages",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (from.as_str(), body_text.as_str(), num_media),
+        ("+14155552671", "Hi there", 1)
+    );
+    assert_eq!(
+        (media_type.as_str(), wa_id.as_str()),
+        ("image/jpeg", "14155552671")
+    );
+
+    let user = users::get(&db, "+14155552671")
+        .await
+        .unwrap()
+        .expect("user created");
+    assert_eq!(user.consent, "unknown");
+    assert_eq!(user.profile_name.as_deref(), Some("Ada"));
+    assert!(user.last_inbound_at.is_some());
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn every_keyword_changes_consent_and_is_recorded(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    let phone = "whatsapp:+14155552671";
+    let mut n = 0;
+    for (out_word, in_word) in DEFAULT_OPT_OUT.iter().zip(DEFAULT_OPT_IN.iter().cycle()) {
+        for (word, expected) in [
+            (format!("  {}", out_word.to_lowercase()), "opted_out"),
+            (format!("{in_word} "), "opted_in"),
+        ] {
+            n += 1;
+            let sid = format!("SMkw{n}");
+            let (status, _) = post_signed(&router, PATH, &inbound(&sid, phone, &word)).await;
+            assert_eq!(status, StatusCode::OK);
+            let user = users::get(&db, "+14155552671").await.unwrap().unwrap();
+            assert_eq!(user.consent, expected, "after {word:?}");
+            assert_eq!(user.consent_source.as_deref(), Some("keyword"));
+        }
+    }
+    // Every message changed consent, so every one left an event with its source.
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from consent_events where source = 'keyword'"
+        )
+        .await,
+        n
+    );
+    let first: (String, String) =
+        sqlx::query_as("select from_consent, to_consent from consent_events order by id limit 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(first, ("unknown".to_owned(), "opted_out".to_owned()));
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_repeated_keyword_writes_no_second_event(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    for sid in ["SMa", "SMb"] {
+        let (status, _) = post_signed(&router, PATH, &inbound(sid, "+14155552671", "STOP")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(count(&db, "select count(*) from consent_events").await, 1);
+    assert_eq!(count(&db, "select count(*) from inbound_messages").await, 2);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_duplicate_delivery_changes_nothing(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    let params = inbound("SMdup", "+14155552671", "STOP");
+    for _ in 0..3 {
+        let (status, body) = post_signed(&router, PATH, &params).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(count(&db, "select count(*) from webhook_events").await, 1);
+    assert_eq!(count(&db, "select count(*) from inbound_messages").await, 1);
+    assert_eq!(count(&db, "select count(*) from consent_events").await, 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_same_idempotency_token_is_one_delivery(db: PgPool) {
+    use crate::support::{form_request, send};
+    let router = webhooks_router(db.clone());
+    for sid in ["SMt1", "SMt2"] {
+        let form = e2e::sign_form(
+            e2e::AUTH_TOKEN,
+            PATH,
+            &inbound(sid, "+14155552671", "hello"),
+        );
+        let mut req = form_request(PATH, &form);
+        req.headers_mut()
+            .insert("i-twilio-idempotency-token", "tok-1".parse().unwrap());
+        let (status, _) = send(&router, req).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(count(&db, "select count(*) from webhook_events").await, 1);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_window_only_moves_forward(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    post_signed(&router, PATH, &inbound("SMw1", "+14155552671", "one")).await;
+    let first = users::get(&db, "+14155552671")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_inbound_at
+        .unwrap();
+    sqlx::query("update users set last_inbound_at = now() + interval '1 hour'")
+        .execute(&db)
+        .await
+        .unwrap();
+    post_signed(&router, PATH, &inbound("SMw2", "+14155552671", "two")).await;
+    let after = users::get(&db, "+14155552671")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_inbound_at
+        .unwrap();
+    assert!(
+        after > first + chrono::Duration::minutes(59),
+        "the later window was kept"
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn missing_or_invalid_fields_are_400_naming_the_field_and_store_nothing(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    let mut no_from = inbound("SMx", "+14155552671", "hi");
+    no_from.retain(|(k, _)| *k != "From");
+    let (status, body) = post_signed(&router, PATH, &no_from).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["field"], "From");
+
+    let (status, body) = post_signed(&router, PATH, &inbound("SMy", "whatsapp:+1555", "hi")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("too short"), "{body}");
+
+    let mut no_sid = inbound("SMz", "+14155552671", "hi");
+    no_sid.retain(|(k, _)| !k.ends_with("Sid") || *k == "AccountSid");
+    let (status, body) = post_signed(&router, PATH, &no_sid).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("MessageSid"), "{body}");
+
+    assert_eq!(count(&db, "select count(*) from webhook_events").await, 0);
+    assert_eq!(count(&db, "select count(*) from users").await, 0);
+}
