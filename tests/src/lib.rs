@@ -6,6 +6,8 @@ use shared::config::{Env, TwilioWebhookConfig};
 use shared::twilio::compute_signature;
 use sqlx::PgPool;
 
+pub mod bench;
+pub mod bench_webhooks;
 pub mod fixtures;
 
 /// The auth token the test Twilio account signs with.

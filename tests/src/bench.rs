@@ -1,0 +1,139 @@
+//! What every benchmark shares: a fresh database, timed concurrent loops and
+//! the percentiles they print.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// The server the benchmarks create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Drops and recreates database `name` on the admin server, migrated.
+pub async fn fresh_database(name: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url())
+        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "drop database if exists {name} with (force)"
+    )))
+    .execute(&admin)
+    .await?;
+    sqlx::query(AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let mut url = url::Url::parse(&admin_url())?;
+    url.set_path(name);
+    let db = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url.as_str())
+        .await?;
+    shared::db::migrate(&db).await?;
+    Ok(db)
+}
+
+/// What a timed run measured.
+pub struct Run {
+    pub label: String,
+    pub ops: usize,
+    pub errors: usize,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Run {
+    pub fn per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+
+    pub fn row(&self) -> String {
+        format!(
+            "{:<28} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
+            self.label,
+            self.ops,
+            self.errors,
+            self.per_second(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99)
+        )
+    }
+
+    pub fn header() -> String {
+        format!(
+            "{:<28} {:>9} {:>7} {:>10} {:>8} {:>8}",
+            "path", "ops", "errors", "ops/s", "p50 ms", "p99 ms"
+        )
+    }
+}
+
+/// Runs `op(i)` from `concurrency` tasks for `duration`, `i` counting up across
+/// all tasks, and collects every latency. An `Err` counts as an error.
+pub async fn run_for<F, Fut>(label: &str, concurrency: usize, duration: Duration, op: F) -> Run
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(64 * 1024);
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match op(i).await {
+                    Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies_us = vec![];
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("bench task");
+        latencies_us.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    latencies_us.sort_unstable();
+    Run {
+        label: label.to_owned(),
+        ops: latencies_us.len(),
+        errors,
+        elapsed,
+        latencies_us,
+    }
+}
+
+/// `BENCH_SECONDS`, default `default`.
+pub fn seconds(default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default),
+    )
+}
