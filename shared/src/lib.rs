@@ -12,5 +12,6 @@ pub mod http;
 pub mod segment;
 pub mod store;
 pub mod telemetry;
+pub mod template;
 pub mod twilio;
 pub mod webhooks;
