@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod gcp;
 pub mod http;
+pub mod ratelimit;
 pub mod segment;
 pub mod store;
 pub mod telemetry;

@@ -2,8 +2,10 @@
 
 pub mod consent;
 pub mod phone;
+pub mod quiet_hours;
 pub mod status;
 
 pub use consent::{Consent, ConsentKeywords, ConsentSource};
 pub use phone::{PhoneError, PhoneNumber, Region};
+pub use quiet_hours::QuietHours;
 pub use status::MessageStatus;
