@@ -8,6 +8,7 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod gcp;
 pub mod http;
 pub mod ratelimit;

@@ -1,7 +1,9 @@
 //! Storage functions, one module per table. Each takes an executor (a pool,
 //! a connection or a transaction) so callers decide the transaction.
 
+pub mod dispatch;
 pub mod inbound_messages;
 pub mod messages;
+pub mod outbox;
 pub mod users;
 pub mod webhook_events;
