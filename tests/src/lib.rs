@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 pub mod bench;
 pub mod bench_webhooks;
+pub mod engine;
 pub mod fixtures;
 
 /// The auth token the test Twilio account signs with.

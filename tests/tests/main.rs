@@ -2,6 +2,7 @@
 //! test), routers exactly as the functions serve them.
 
 mod segments;
+mod sender;
 mod support;
 mod webhooks_edges;
 mod webhooks_inbound;
