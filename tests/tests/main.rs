@@ -1,6 +1,7 @@
 //! End-to-end tests across functions: real PostgreSQL (a fresh database per
 //! test), routers exactly as the functions serve them.
 
+mod fanout;
 mod segments;
 mod sender;
 mod support;
