@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,9 +51,9 @@ pub fn unique_name(prefix: &str) -> String {
 /// the test process, even for the shared one, which is never dropped.
 pub struct PubSubEmulator {
     endpoint: String,
-    /// `sh` holding the emulator: once this pipe closes, which the kernel does
-    /// when the test process ends however it ends, it stops the emulator and
-    /// removes its log.
+    /// `sh` running the emulator, which exits when the emulator does. Once
+    /// `lifeline` closes (on drop, or by the kernel when the test process
+    /// ends, however it ends) the emulator is stopped and its log removed.
     watchdog: Child,
     lifeline: Option<ChildStdin>,
     log: PathBuf,
@@ -63,15 +63,24 @@ pub struct PubSubEmulator {
 impl PubSubEmulator {
     /// Starts a private emulator on a free port and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
+        if !Path::new(EMULATOR_BIN).exists() {
+            bail!(
+                "{EMULATOR_BIN} is missing: install the google-cloud-cli-pubsub-emulator package"
+            );
+        }
         let port = free_port()?;
         let log = std::env::temp_dir().join(format!("pubsub-emulator-{port}.log"));
         let out = File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let started = Instant::now();
         let mut watchdog = Command::new("sh")
             .arg("-c")
+            // The emulator runs in the background; a second background job
+            // waits for the pipe (fd 3, since background jobs get /dev/null
+            // as stdin) and then stops it. `sh` itself exits with the emulator.
             .arg(concat!(
-                r#"log="$1"; shift; "$@" & emulator=$!; "#,
-                r#"read _ignored; kill "$emulator"; wait "$emulator"; rm -f "$log""#
+                r#"log="$1"; shift; exec 3<&0; "$@" & emulator=$!; "#,
+                r#"{ read _ignored <&3; kill "$emulator" 2>/dev/null; rm -f "$log"; } & "#,
+                r#"wait "$emulator""#
             ))
             .arg("pubsub-emulator")
             .arg(&log)
@@ -157,9 +166,15 @@ impl PubSubEmulator {
         self.started_in
     }
 
-    async fn wait_until_ready(&self, started: Instant) -> anyhow::Result<Duration> {
+    async fn wait_until_ready(&mut self, started: Instant) -> anyhow::Result<Duration> {
         let client = client();
         loop {
+            if let Some(status) = self.watchdog.try_wait()? {
+                bail!(
+                    "the Pub/Sub emulator exited ({status}); its log:\n{}",
+                    self.log_tail()
+                );
+            }
             if let Ok(r) = client.get(&self.endpoint).send().await
                 && r.status().is_success()
             {
