@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_webhooks;
 pub mod engine;
 pub mod fixtures;
+pub mod pubsub_emulator;
 
 /// The auth token the test Twilio account signs with.
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
