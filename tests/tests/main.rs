@@ -2,6 +2,7 @@
 //! test), routers exactly as the functions serve them.
 
 mod fanout;
+mod journey;
 mod pubsub;
 mod segments;
 mod sender;
