@@ -7,6 +7,7 @@ use shared::twilio::compute_signature;
 use sqlx::PgPool;
 
 pub mod bench;
+pub mod bench_engine;
 pub mod bench_webhooks;
 pub mod engine;
 pub mod fixtures;
