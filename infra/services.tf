@@ -10,11 +10,11 @@
 # sender   Pub/Sub push, each request mostly waits on Twilio's API. 16 per
 #          instance keeps the database pool small; the Redis limiter, not
 #          instance count, sets the send rate. Scales to zero between campaigns.
-# fanout   One tick per minute from Cloud Scheduler. Ticks are safe to run
-#          concurrently, but each tick dispatches what the campaigns' rates
-#          allow until the next one, so running them one at a time (max 1,
-#          concurrency 1) keeps pacing exact; an overlapping tick is refused
-#          (429) and the next one catches up.
+# fanout   One tick per minute from Cloud Scheduler; a tick dispatches for
+#          about 55 s in one-second rounds at each campaign's rate. Overlapping
+#          ticks are safe (they share each campaign's budget under a row lock),
+#          so one instance with concurrency 1 is enough; a tick that finds the
+#          instance busy is retried by the scheduler and the next one catches up.
 # ingest   One import file per instance (concurrency 1): streaming, parsing and
 #          batched upserts use both CPUs and memory stays predictable. Up to
 #          an hour per file; three files in parallel.
