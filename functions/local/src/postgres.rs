@@ -48,10 +48,10 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = versions.into_iter().rev().find(|d| has_tools(d)) {
         return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
-            return Ok(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Ok(dir);
     }
     bail!(INSTALL_HINT)
 }

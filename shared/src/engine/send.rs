@@ -52,13 +52,16 @@ impl Default for SenderSettings {
     }
 }
 
+/// Compiled templates by id and version (`updated_at`).
+type TemplateCache = HashMap<(Uuid, DateTime<Utc>), Arc<Template>>;
+
 /// What the sender needs, shared by every request.
 pub struct Sender {
     pub db: PgPool,
     pub twilio: TwilioClient,
     pub limiter: Limiter,
     pub settings: SenderSettings,
-    templates: RwLock<HashMap<(Uuid, DateTime<Utc>), Arc<Template>>>,
+    templates: RwLock<TemplateCache>,
 }
 
 /// How one push was handled.

@@ -95,13 +95,7 @@ pub async fn finish(
     reason: &Value,
     rendered: Option<(&Option<String>, &Option<String>)>,
 ) -> Result<bool, sqlx::Error> {
-    let (status, sid, until, code, message): (
-        &str,
-        Option<&str>,
-        Option<DateTime<Utc>>,
-        Option<i32>,
-        Option<&str>,
-    ) = match ending {
+    let (status, sid, until, code, message) = match ending {
         Ending::Sent { sid, .. } => ("sent", Some(sid), None, None, None),
         Ending::Skipped => ("skipped", None, None, None, None),
         Ending::Deferred { until } => ("pending", None, Some(*until), None, None),
