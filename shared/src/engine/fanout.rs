@@ -92,17 +92,18 @@ pub async fn tick<P: TaskPublisher>(
     let window_ms = settings.round.as_millis() as i64;
     loop {
         let round_start = Instant::now();
-        let mut round = 0;
+        let mut more_due = false;
         for campaign in dispatch::running_campaigns(db).await? {
             let mut tx = db.begin().await?;
-            let ids = dispatch::take_due(&mut tx, campaign, window_ms).await?;
+            let taken = dispatch::take_due(&mut tx, campaign, window_ms).await?;
             tx.commit().await?;
-            round += ids.len();
+            more_due |= taken.budget_exhausted;
+            report.dispatched += taken.ids.len();
             report.publish_failures +=
-                publish(db, publisher, &ids, settings.publish_chunk, true).await?;
+                publish(db, publisher, &taken.ids, settings.publish_chunk, true).await?;
         }
-        report.dispatched += round;
-        if round == 0 || round_start + settings.round > deadline {
+        // Stop when every campaign's due messages fit its budget, or at the end of the tick.
+        if !more_due || round_start + settings.round > deadline {
             break;
         }
         tokio::time::sleep_until(round_start + settings.round).await;

@@ -77,23 +77,32 @@ pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sql
         .await
 }
 
-/// Takes up to one second's worth of the campaign's due `pending` messages,
+/// What one round took for a campaign.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub ids: Vec<Uuid>,
+    /// The window's budget ran out: more may be due in the next window.
+    pub budget_exhausted: bool,
+}
+
+/// Takes up to one window's worth of the campaign's due `pending` messages,
 /// marks them `queued` with a `queued` decision, and returns their ids. The
-/// campaign row is locked while its one-second budget is counted, so ticks
-/// running at once share one budget.
+/// campaign row is locked while its budget is counted, so ticks running at
+/// once share one budget. A window counts as over after nine tenths of its
+/// length, so rounds paced one window apart always find a fresh budget.
 #[tracing::instrument(skip_all, fields(%campaign))]
 pub async fn take_due(
     db: &mut PgConnection,
     campaign: Uuid,
     window_ms: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Taken, sqlx::Error> {
     let budget: Option<i64> = sqlx::query_scalar(
         "update campaigns set
              dispatched_in_window = case when dispatch_window_start is null
-                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 * 0.9 / 1000)
                  then 0 else dispatched_in_window end,
              dispatch_window_start = case when dispatch_window_start is null
-                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 * 0.9 / 1000)
                  then clock_timestamp() else dispatch_window_start end
          where id = $1 and state = 'running'
          returning greatest((rate_per_second::bigint * $2) / 1000 - dispatched_in_window, 0)",
@@ -102,9 +111,14 @@ pub async fn take_due(
     .bind(window_ms)
     .fetch_optional(&mut *db)
     .await?;
-    let budget = budget.unwrap_or(0);
+    let Some(budget) = budget else {
+        return Ok(Taken::default());
+    };
     if budget == 0 {
-        return Ok(vec![]);
+        return Ok(Taken {
+            ids: vec![],
+            budget_exhausted: true,
+        });
     }
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "with due as (
@@ -134,7 +148,10 @@ pub async fn take_due(
     .bind(ids.len() as i32)
     .execute(&mut *db)
     .await?;
-    Ok(ids)
+    Ok(Taken {
+        budget_exhausted: ids.len() as i64 == budget,
+        ids,
+    })
 }
 
 /// Puts messages whose tasks could not be published back to `pending`.
