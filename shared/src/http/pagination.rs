@@ -107,7 +107,11 @@ mod tests {
             cursor: Some("bm9wZQ".into()),
         };
         assert_eq!(
-            params.after::<(String, i64)>().unwrap_err().field.as_deref(),
+            params
+                .after::<(String, i64)>()
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("cursor")
         );
     }
@@ -128,7 +132,10 @@ mod tests {
     fn a_page_keeps_limit_rows_and_points_after_the_last() {
         let page = Page::from_rows(vec![1, 2, 3], 2, |n| *n);
         assert_eq!(page.data, vec![1, 2]);
-        assert_eq!(decode_cursor::<i32>(page.next_cursor.as_deref().unwrap()), Some(2));
+        assert_eq!(
+            decode_cursor::<i32>(page.next_cursor.as_deref().unwrap()),
+            Some(2)
+        );
         let last = Page::from_rows(vec![1, 2], 2, |n| *n);
         assert_eq!(last.next_cursor, None);
     }
