@@ -1,0 +1,122 @@
+# Identities and what each may do. Every Cloud Run service has its own
+# runtime account (created in modules/function_service, with secretAccessor
+# on exactly the secrets it reads); the bindings below are the rest.
+#
+#   inbound, status  database URL, Twilio auth token                   (secrets only)
+#   sender           database URL, Twilio SID and token                (secrets only)
+#   api              database URL, API key hashes                      (secrets only)
+#   fanout           database URL; publisher on the send topic
+#   ingest           database URL; objectViewer on the import bucket
+#
+# Cloud SQL is reached on its private address with a password, not through
+# the Cloud SQL connector, so no runtime account needs roles/cloudsql.client.
+
+# ---------------------------------------------------------------- function grants
+
+resource "google_pubsub_topic_iam_member" "fanout_publisher" {
+  topic  = google_pubsub_topic.send.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${module.service["fanout"].service_account_email}"
+}
+
+resource "google_storage_bucket_iam_member" "ingest_reader" {
+  bucket = google_storage_bucket.imports.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${module.service["ingest"].service_account_email}"
+}
+
+# ---------------------------------------------------------------- invokers
+
+# Pub/Sub signs its push requests to the sender as this account.
+resource "google_service_account" "pubsub_push" {
+  account_id   = "${var.name_prefix}-pubsub-push"
+  display_name = "Pub/Sub push to ${var.name_prefix}-sender"
+  description  = "Identity in the OIDC token of send-task pushes; run.invoker on the sender only."
+}
+
+# Cloud Scheduler calls fanout as this account.
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.name_prefix}-scheduler"
+  display_name = "Cloud Scheduler tick to ${var.name_prefix}-fanout"
+  description  = "Identity in the OIDC token of fan-out ticks; run.invoker on fanout only."
+}
+
+# Eventarc delivers import events to ingest as this account.
+resource "google_service_account" "eventarc" {
+  account_id   = "${var.name_prefix}-eventarc"
+  display_name = "Eventarc delivery to ${var.name_prefix}-ingest"
+  description  = "Trigger identity of the import trigger; run.invoker on ingest only."
+}
+
+resource "google_project_iam_member" "eventarc_event_receiver" {
+  project = var.project_id
+  role    = "roles/eventarc.eventReceiver"
+  member  = "serviceAccount:${google_service_account.eventarc.email}"
+}
+
+# Cloud Storage publishes object events to the Pub/Sub topic that Eventarc
+# creates for the trigger; its service agent needs publisher for that.
+data "google_storage_project_service_account" "gcs" {
+  project = var.project_id
+}
+
+resource "google_project_iam_member" "gcs_pubsub_publisher" {
+  project = var.project_id
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+# The Pub/Sub service agent mints the OIDC tokens for push deliveries (ours
+# and Eventarc's). Projects created after April 2021 grant this implicitly;
+# the explicit grant, limited to the two accounts, makes older ones work too.
+resource "google_service_account_iam_member" "pubsub_token_creator" {
+  for_each = {
+    pubsub_push = google_service_account.pubsub_push.name
+    eventarc    = google_service_account.eventarc.name
+  }
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}
+
+# ---------------------------------------------------------------- deployer (Cloud Build)
+
+# Cloud Build runs cloudbuild.yaml as this account: push images, point the
+# services and the migration job at them, run the job. It cannot read
+# secrets or data.
+resource "google_service_account" "deployer" {
+  account_id   = "${var.name_prefix}-deployer"
+  display_name = "Cloud Build deployer"
+  description  = "Runs cloudbuild.yaml: pushes images, runs migrations, rolls out services."
+}
+
+resource "google_project_iam_member" "deployer" {
+  for_each = toset([
+    "roles/run.developer",     # update services and jobs, execute the job
+    "roles/logging.logWriter", # build logs (CLOUD_LOGGING_ONLY)
+  ])
+
+  project = var.project_id
+  role    = each.value
+  member  = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "deployer_writer" {
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+# Deploying a revision that runs as an account requires actAs on it.
+resource "google_service_account_iam_member" "deployer_act_as" {
+  for_each = merge(
+    { for f, m in module.service : f => m.service_account_name },
+    { migrate = google_service_account.migrate.name },
+  )
+
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.deployer.email}"
+}

@@ -1,0 +1,54 @@
+# Shared lookups, the image registry and how image references are built.
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+locals {
+  functions = ["inbound", "status", "ingest", "fanout", "sender", "api"]
+
+  registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+
+  # REGISTRY/FUNCTION@sha256:… when a digest is given, REGISTRY/FUNCTION:TAG otherwise.
+  images = {
+    for f in concat(local.functions, ["migrate"]) :
+    f => (
+      contains(keys(var.image_digests), f)
+      ? "${local.registry}/${f}@${var.image_digests[f]}"
+      : "${local.registry}/${f}:${var.image_tag}"
+    )
+  }
+
+  pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+resource "google_artifact_registry_repository" "images" {
+  location      = var.region
+  repository_id = var.artifact_repository
+  format        = "DOCKER"
+  description   = "Event Stream Engine function images, one package per function."
+
+  # Every build pushes seven images; keep the recent ones (rollbacks) and
+  # let older ones go.
+  cleanup_policy_dry_run = false
+
+  cleanup_policies {
+    id     = "keep-recent"
+    action = "KEEP"
+
+    most_recent_versions {
+      keep_count = 30
+    }
+  }
+
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+
+    condition {
+      older_than = "7776000s" # 90 days
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}

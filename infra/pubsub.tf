@@ -1,0 +1,78 @@
+# Send tasks: fanout publishes one message per message id, Pub/Sub pushes it
+# to the sender with an OIDC token. Transient failures are retried with
+# backoff (10 s .. 600 s); after 10 deliveries a task goes to the dead-letter
+# topic, where it waits in a pull subscription for an operator.
+
+resource "google_pubsub_topic" "send" {
+  name = "${var.name_prefix}-send"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_topic" "send_dead_letter" {
+  name = "${var.name_prefix}-send-dead-letter"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_subscription" "send_push" {
+  name  = "${var.name_prefix}-send-push"
+  topic = google_pubsub_topic.send.id
+
+  # Longer than the sender's request timeout (60 s), so a slow request ends
+  # (and is nacked) before Pub/Sub considers it lost and delivers again.
+  ack_deadline_seconds       = 90
+  message_retention_duration = "604800s" # 7 days
+
+  expiration_policy {
+    ttl = "" # never expires
+  }
+
+  push_config {
+    push_endpoint = "${module.service["sender"].uri}/pubsub/push"
+
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = module.service["sender"].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.send_dead_letter.id
+    max_delivery_attempts = 10
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}
+
+resource "google_pubsub_subscription" "send_dead_letter" {
+  name  = "${var.name_prefix}-send-dead-letter"
+  topic = google_pubsub_topic.send_dead_letter.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s" # 7 days
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# Dead-lettering is done by the Pub/Sub service agent: it must be able to
+# publish to the dead-letter topic and to acknowledge on the source
+# subscription.
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  topic  = google_pubsub_topic.send_dead_letter.name
+  role   = "roles/pubsub.publisher"
+  member = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
+  subscription = google_pubsub_subscription.send_push.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
