@@ -254,3 +254,39 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
     }
     Ok(true)
 }
+
+/// Up to `limit` users after the phone number `after`, by phone number; only
+/// those with `consent` and in `segment` when given.
+#[tracing::instrument(skip_all)]
+pub async fn list_page(
+    db: impl PgExecutor<'_>,
+    consent: Option<Consent>,
+    segment: Option<&crate::segment::Segment>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, sqlx::Error> {
+    let mut qb = sqlx::QueryBuilder::new("select * from users where true");
+    if let Some(c) = consent {
+        qb.push(" and consent = ").push_bind(c.as_str());
+    }
+    if let Some(s) = segment {
+        qb.push(" and ");
+        s.push_predicate(&mut qb);
+    }
+    if let Some(a) = after {
+        qb.push(" and phone_number > ").push_bind(a.to_owned());
+    }
+    qb.push(" order by phone_number limit ").push_bind(limit);
+    qb.build_query_as().fetch_all(db).await
+}
+
+/// How many users a segment matches now.
+#[tracing::instrument(skip_all)]
+pub async fn count_matching(
+    db: impl PgExecutor<'_>,
+    segment: &crate::segment::Segment,
+) -> Result<i64, sqlx::Error> {
+    let mut qb = sqlx::QueryBuilder::new("select count(*) from users where ");
+    segment.push_predicate(&mut qb);
+    qb.build_query_scalar().fetch_one(db).await
+}
