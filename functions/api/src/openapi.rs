@@ -28,7 +28,7 @@ pub struct ErrorDetail {
     ),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
-    components(schemas(ErrorBody, ErrorDetail)),
+    components(schemas(ErrorBody, ErrorDetail, crate::campaigns::StateValue)),
     tags(
         (name = "users"), (name = "segments"), (name = "templates"),
         (name = "campaigns"), (name = "messages"), (name = "imports"),
