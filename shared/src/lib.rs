@@ -8,7 +8,10 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
+pub mod gcp;
 pub mod http;
+pub mod ratelimit;
 pub mod segment;
 pub mod store;
 pub mod telemetry;

@@ -3,9 +3,11 @@
 pub mod campaign;
 pub mod consent;
 pub mod phone;
+pub mod quiet_hours;
 pub mod status;
 
 pub use campaign::{CampaignAction, CampaignState, InvalidTransition};
 pub use consent::{Consent, ConsentKeywords, ConsentSource};
 pub use phone::{PhoneError, PhoneNumber, Region};
+pub use quiet_hours::QuietHours;
 pub use status::MessageStatus;

@@ -1,0 +1,172 @@
+//! One fan-out tick: start due campaigns, materialize their recipients,
+//! republish lost tasks, then dispatch due messages at each campaign's rate
+//! for the length of the tick, and complete campaigns with nothing left.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::gcp::{SendTask, TaskPublisher};
+use crate::segment::Segment;
+use crate::store::dispatch;
+
+#[derive(Debug, Clone)]
+pub struct FanoutSettings {
+    /// Users inserted per materialization statement.
+    pub batch_size: i64,
+    /// How long one tick keeps dispatching (a little under the scheduler's
+    /// interval); zero dispatches one round.
+    pub run_for: Duration,
+    /// The pacing window: each round dispatches at most a window's worth of
+    /// each campaign's rate.
+    pub round: Duration,
+    /// A `queued` message older than this lost its task and is republished.
+    pub stale_after: Duration,
+    /// Tasks per publish call.
+    pub publish_chunk: usize,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 50_000,
+            run_for: Duration::from_secs(55),
+            round: Duration::from_secs(1),
+            stale_after: Duration::from_secs(15 * 60),
+            publish_chunk: 1_000,
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TickReport {
+    pub started: usize,
+    pub materialized: i64,
+    pub republished: usize,
+    pub cancelled: u64,
+    pub dispatched: usize,
+    pub publish_failures: usize,
+    pub completed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn tick<P: TaskPublisher>(
+    db: &PgPool,
+    publisher: &P,
+    settings: &FanoutSettings,
+) -> Result<TickReport, FanoutError> {
+    let began = Instant::now();
+    let mut report = TickReport {
+        started: dispatch::start_due_campaigns(db).await?.len(),
+        ..TickReport::default()
+    };
+    for (campaign, definition) in dispatch::to_materialize(db).await? {
+        match Segment::parse(&definition) {
+            Ok(segment) => {
+                report.materialized +=
+                    materialize(db, campaign, &segment, settings.batch_size).await?
+            }
+            // The API validates segments; one that no longer parses is left for an operator.
+            Err(e) => {
+                tracing::error!(%campaign, error = %e, "segment does not parse; campaign not materialized")
+            }
+        }
+    }
+    let stale = dispatch::stale_queued(db, settings.stale_after.as_secs() as i64, 10_000).await?;
+    report.republished = stale.len();
+    report.publish_failures +=
+        publish(db, publisher, &stale, settings.publish_chunk, false).await?;
+    report.cancelled = dispatch::sweep_cancelled(db).await?;
+
+    let deadline = began + settings.run_for;
+    let window_ms = settings.round.as_millis() as i64;
+    loop {
+        let round_start = Instant::now();
+        let mut round = 0;
+        for campaign in dispatch::running_campaigns(db).await? {
+            let mut tx = db.begin().await?;
+            let ids = dispatch::take_due(&mut tx, campaign, window_ms).await?;
+            tx.commit().await?;
+            round += ids.len();
+            report.publish_failures +=
+                publish(db, publisher, &ids, settings.publish_chunk, true).await?;
+        }
+        report.dispatched += round;
+        if round == 0 || round_start + settings.round > deadline {
+            break;
+        }
+        tokio::time::sleep_until(round_start + settings.round).await;
+    }
+    report.completed = dispatch::complete_finished(db).await?.len();
+    tracing::info!(
+        started = report.started,
+        materialized = report.materialized,
+        dispatched = report.dispatched,
+        republished = report.republished,
+        completed = report.completed,
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "fan-out tick done"
+    );
+    Ok(report)
+}
+
+/// Inserts the campaign's recipients batch by batch; returns how many users the segment held.
+async fn materialize(
+    db: &PgPool,
+    campaign: Uuid,
+    segment: &Segment,
+    batch: i64,
+) -> Result<i64, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    let mut after: Option<String> = None;
+    let mut total = 0;
+    loop {
+        let (last, n) =
+            dispatch::materialize_batch(&mut conn, campaign, segment, after.as_deref(), batch)
+                .await?;
+        total += n;
+        if n < batch {
+            break;
+        }
+        after = last;
+    }
+    dispatch::mark_materialized(&mut *conn, campaign).await?;
+    tracing::info!(%campaign, recipients = total, "recipients materialized");
+    Ok(total)
+}
+
+/// Publishes tasks chunk by chunk; a chunk that fails is released back to
+/// `pending` (when `release`) for the next tick. Returns the tasks not published.
+async fn publish<P: TaskPublisher>(
+    db: &PgPool,
+    publisher: &P,
+    ids: &[Uuid],
+    chunk: usize,
+    release: bool,
+) -> Result<usize, sqlx::Error> {
+    let mut failed = 0;
+    for part in ids.chunks(chunk.max(1)) {
+        let tasks: Vec<SendTask> = part
+            .iter()
+            .map(|&message_id| SendTask { message_id })
+            .collect();
+        if let Err(e) = publisher.publish(&tasks).await {
+            tracing::error!(error = %e, tasks = part.len(), "publishing send tasks failed");
+            failed += part.len();
+            if release {
+                dispatch::release(db, part).await?;
+            }
+        }
+    }
+    Ok(failed)
+}

@@ -1,0 +1,5 @@
+//! The campaign engine (DESIGN §5): the fan-out tick and the sender's
+//! decision for one message. The function crates are thin routers over these.
+
+pub mod fanout;
+pub mod send;

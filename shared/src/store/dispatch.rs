@@ -1,0 +1,205 @@
+//! The fan-out's queries: start due campaigns, materialize recipients
+//! set-based, take due messages for dispatch at each campaign's pace, and
+//! complete campaigns with nothing left. Every statement is safe to run from
+//! two ticks at once.
+
+use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::segment::Segment;
+
+/// `scheduled → running` for every campaign whose start time has passed.
+#[tracing::instrument(skip_all)]
+pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update campaigns set state = 'running', started_at = coalesce(started_at, now())
+         where state = 'scheduled' and coalesce(starts_at, now()) <= now()
+         returning id",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Running campaigns whose recipients are not materialized yet, with their segment.
+pub async fn to_materialize(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.id, s.definition from campaigns c join segments s on s.id = c.segment_id
+         where c.state = 'running' and c.materialized_at is null
+         order by c.created_at",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Inserts the next batch of recipients after `after` (by phone number) and
+/// returns the last phone number of the batch and how many users it held;
+/// users who already have the message are left alone.
+#[tracing::instrument(skip_all, fields(%campaign, batch))]
+pub async fn materialize_batch(
+    db: &mut PgConnection,
+    campaign: Uuid,
+    segment: &Segment,
+    after: Option<&str>,
+    batch: i64,
+) -> Result<(Option<String>, i64), sqlx::Error> {
+    let mut qb: QueryBuilder<Postgres> =
+        QueryBuilder::new("with batch as (select phone_number from users where phone_number > ");
+    qb.push_bind(after.unwrap_or("").to_owned());
+    qb.push(" and ");
+    segment.push_predicate(&mut qb);
+    qb.push(" order by phone_number limit ");
+    qb.push_bind(batch);
+    qb.push("), ins as (insert into messages (campaign_id, phone_number) select ");
+    qb.push_bind(campaign);
+    qb.push(
+        ", phone_number from batch on conflict (campaign_id, phone_number) do nothing)
+         select max(phone_number), count(*) from batch",
+    );
+    qb.build_query_as().fetch_one(db).await
+}
+
+pub async fn mark_materialized(db: impl PgExecutor<'_>, campaign: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update campaigns set materialized_at = now() where id = $1 and materialized_at is null",
+    )
+    .bind(campaign)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Running campaigns that may have due messages.
+pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from campaigns where state = 'running' and materialized_at is not null order by created_at")
+        .fetch_all(db)
+        .await
+}
+
+/// Takes up to one second's worth of the campaign's due `pending` messages,
+/// marks them `queued` with a `queued` decision, and returns their ids. The
+/// campaign row is locked while its one-second budget is counted, so ticks
+/// running at once share one budget.
+#[tracing::instrument(skip_all, fields(%campaign))]
+pub async fn take_due(
+    db: &mut PgConnection,
+    campaign: Uuid,
+    window_ms: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let budget: Option<i64> = sqlx::query_scalar(
+        "update campaigns set
+             dispatched_in_window = case when dispatch_window_start is null
+                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+                 then 0 else dispatched_in_window end,
+             dispatch_window_start = case when dispatch_window_start is null
+                 or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 / 1000)
+                 then clock_timestamp() else dispatch_window_start end
+         where id = $1 and state = 'running'
+         returning greatest((rate_per_second::bigint * $2) / 1000 - dispatched_in_window, 0)",
+    )
+    .bind(campaign)
+    .bind(window_ms)
+    .fetch_optional(&mut *db)
+    .await?;
+    let budget = budget.unwrap_or(0);
+    if budget == 0 {
+        return Ok(vec![]);
+    }
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "with due as (
+             select id from messages
+             where campaign_id = $1 and status = 'pending' and next_attempt_at <= now()
+             order by next_attempt_at
+             limit $2
+             for update skip locked
+         ), upd as (
+             update messages m set status = 'queued', status_rank = 1, queued_at = now(), updated_at = now()
+             from due where m.id = due.id
+             returning m.id, m.phone_number
+         ), logged as (
+             insert into decisions (message_id, campaign_id, phone_number, decision)
+             select id, $1, phone_number, 'queued' from upd
+         )
+         select id from upd",
+    )
+    .bind(campaign)
+    .bind(budget)
+    .fetch_all(&mut *db)
+    .await?;
+    sqlx::query(
+        "update campaigns set dispatched_in_window = dispatched_in_window + $2 where id = $1",
+    )
+    .bind(campaign)
+    .bind(ids.len() as i32)
+    .execute(&mut *db)
+    .await?;
+    Ok(ids)
+}
+
+/// Puts messages whose tasks could not be published back to `pending`.
+pub async fn release(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update messages set status = 'pending', status_rank = 0, queued_at = null, updated_at = now()
+         where id = any($1) and status = 'queued'",
+    )
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Messages queued long ago whose task was lost (published never, or pushed
+/// before the row said `queued`): republishing is safe because the sender's
+/// claim is conditional.
+pub async fn stale_queued(
+    db: impl PgExecutor<'_>,
+    older_than_secs: i64,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "with stale as (
+             select id from messages
+             where status = 'queued' and twilio_sid is null
+               and queued_at < now() - make_interval(secs => $1)
+             order by queued_at limit $2
+             for update skip locked
+         )
+         update messages m set queued_at = now() from stale where m.id = stale.id
+         returning m.id",
+    )
+    .bind(older_than_secs as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Messages of cancelled campaigns that were never sent end as `canceled`.
+pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "with gone as (
+             update messages m set status = 'canceled', status_rank = 100, updated_at = now()
+             from campaigns c
+             where c.id = m.campaign_id and c.state = 'cancelled' and m.status in ('pending', 'queued')
+             returning m.id, m.campaign_id, m.phone_number
+         )
+         insert into decisions (message_id, campaign_id, phone_number, decision, reason)
+         select id, campaign_id, phone_number, 'cancelled', '{\"reason\": \"campaign cancelled\"}' from gone",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// `running → completed` when every message has reached an end.
+pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update campaigns c set state = 'completed', completed_at = now()
+         where c.state = 'running' and c.materialized_at is not null
+           and not exists (select 1 from messages m
+                           where m.campaign_id = c.id and m.status in ('pending', 'queued', 'sending'))
+         returning c.id",
+    )
+    .fetch_all(db)
+    .await
+}
