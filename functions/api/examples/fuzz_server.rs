@@ -37,7 +37,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let app = with_standard_routes(api::router(state), db.clone(), None);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("serving http://127.0.0.1:{port}{} on database {name}", api::OPENAPI_PATH);
+    println!(
+        "serving http://127.0.0.1:{port}{} on database {name}",
+        api::OPENAPI_PATH
+    );
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -112,6 +112,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
                 let field = match &r {
                     PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
                         ErrorKind::ParseErrorAtKey { key, .. }
+                        | ErrorKind::DeserializeError { key, .. }
                         | ErrorKind::InvalidUtf8InPathParam { key } => key.clone(),
                         _ => "path".to_owned(),
                     },
