@@ -4,6 +4,11 @@
 //!
 //! Environment: `DATABASE_URL` (a role that may create databases),
 //! `PORT` (default 18089), `API_KEY` (the plain key; default `fuzz-key`).
+//!
+//! The database is seeded with one row of each resource, all with the id
+//! [`SEED_ID`], and the user [`SEED_PHONE`], so that schemathesis (told to use
+//! them for `{id}` and `{phone_number}`) reaches the handlers' real work and
+//! checks the 200 responses against the document, not only 404s.
 
 use std::sync::Arc;
 
@@ -11,6 +16,37 @@ use shared::http::auth::ApiKeys;
 use shared::http::server::{shutdown_signal, with_standard_routes};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// The id of every seeded row (a segment, a template, a campaign over them, a
+/// delivered message with its callback and decision, an import with a reject).
+pub const SEED_ID: &str = "0193a8a4-0000-7000-8000-00000000f022";
+/// The seeded user.
+pub const SEED_PHONE: &str = "+14155552671";
+
+const SEED: &str = r#"
+insert into users (phone_number, attributes, consent) values
+    ('+14155552671', '{"first_name": "Ada", "plan": {"tier": "gold"}, "timezone": "Europe/Paris"}', 'opted_in'),
+    ('+14155550002', '{}', 'unknown');
+insert into segments (id, name, definition)
+    values ('0193a8a4-0000-7000-8000-00000000f022', 'seed segment', '{"all": []}');
+insert into templates (id, name, body)
+    values ('0193a8a4-0000-7000-8000-00000000f022', 'seed template', 'Hi {first_name}');
+insert into campaigns (id, name, segment_id, template_id) values ('0193a8a4-0000-7000-8000-00000000f022',
+    'seed campaign', '0193a8a4-0000-7000-8000-00000000f022', '0193a8a4-0000-7000-8000-00000000f022');
+insert into messages (id, campaign_id, phone_number, status, status_rank, twilio_sid, body, sent_at, delivered_at)
+    values ('0193a8a4-0000-7000-8000-00000000f022', '0193a8a4-0000-7000-8000-00000000f022',
+            '+14155552671', 'delivered', 5, 'SMseed', 'Hi Ada', now(), now());
+insert into webhook_events (kind, dedupe_key, message_sid, request_uri, content_type, raw_body, params)
+    values ('status', 'SMseed:delivered', 'SMseed', '/webhooks/status', 'application/x-www-form-urlencoded',
+            'MessageSid=SMseed&MessageStatus=delivered', '{"MessageSid": "SMseed", "MessageStatus": "delivered"}');
+insert into decisions (message_id, campaign_id, phone_number, decision, reason)
+    values ('0193a8a4-0000-7000-8000-00000000f022', '0193a8a4-0000-7000-8000-00000000f022',
+            '+14155552671', 'sent', '{"attempt": 1}');
+insert into imports (id, bucket, object, generation, state, rows_read, inserted, rejected, finished_at)
+    values ('0193a8a4-0000-7000-8000-00000000f022', 'inbox', 'users.csv', 1, 'completed', 3, 2, 1, now());
+insert into import_rejects (import_id, line_number, raw_line, reason)
+    values ('0193a8a4-0000-7000-8000-00000000f022', 3, 'not-a-number,x', 'invalid phone number');
+"#;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         .connect_with(admin.clone().database(&name))
         .await?;
     shared::db::migrate(&db).await?;
+    sqlx::raw_sql(SEED).execute(&db).await?;
 
     let state = api::AppState {
         db: db.clone(),

@@ -166,9 +166,12 @@ pub struct CreateCampaign {
     /// 1 to 1000, default 10.
     pub rate_per_second: Option<i32>,
     /// `HH:MM` local to the recipient; needs `quiet_hours_end`.
+    #[schema(example = "22:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub quiet_hours_start: Option<String>,
+    #[schema(example = "08:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub quiet_hours_end: Option<String>,
     /// IANA zone for recipients without a `timezone` attribute; default `UTC`.
+    #[schema(example = "Europe/Paris")]
     pub default_timezone: Option<String>,
     pub frequency_cap: Option<i32>,
     /// 1 to 20, default 5.

@@ -83,7 +83,7 @@ pub struct CreateSegment {
     pub name: String,
     pub description: Option<String>,
     /// The segment DSL, e.g. `{"all": [{"attribute": "plan", "eq": "pro"}]}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({"all": [{"attribute": "plan", "eq": "gold"}]}))]
     pub definition: Value,
 }
 
@@ -206,7 +206,7 @@ pub async fn delete(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({"field": "consent", "eq": "opted_in"}))]
     pub definition: Value,
 }
 

@@ -100,8 +100,13 @@ pub async fn list(
 pub struct CreateTemplate {
     pub name: String,
     /// Text with `{{ variable }}` (or `{variable}`) placeholders; needed inside the 24-hour window.
+    #[schema(example = "Hi {first_name}, your order shipped")]
     pub body: Option<String>,
     /// An approved Twilio Content template (`HX…`), needed outside the window.
+    #[schema(
+        example = "HX0123456789abcdef0123456789abcdef",
+        pattern = "^HX[0-9a-fA-F]{32}$"
+    )]
     pub content_sid: Option<String>,
     /// The content template's variables, each a template: `{"1": "{{ first_name }}"}`.
     #[schema(value_type = Option<Object>)]

@@ -188,9 +188,10 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct UpsertUser {
     /// E.164 (`+14155552671`), `whatsapp:+…`, or national in the default region.
+    #[schema(example = "+14155550123")]
     pub phone_number: String,
     /// Replaces the stored attributes when given.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, example = json!({"first_name": "Ada", "timezone": "Europe/Paris"}))]
     pub attributes: Option<Map<String, Value>>,
     /// Changes the consent when given (recorded as a consent event from `api`).
     pub consent: Option<ConsentValue>,
