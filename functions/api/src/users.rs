@@ -259,7 +259,7 @@ async fn set_consent(
 /// Get a user.
 #[utoipa::path(
     get, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164; encode `+` as `%2B`")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
     responses(
         (status = 200, body = UserView),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -289,7 +289,7 @@ pub struct PatchUser {
 /// Change a user's attributes (merge patch) or consent.
 #[utoipa::path(
     patch, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164; encode `+` as `%2B`")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
     request_body = PatchUser,
     responses(
         (status = 200, body = UserView),
@@ -333,7 +333,7 @@ pub async fn patch(
 /// keeps only an irreversible `erased:…` token, so counts stay right.
 #[utoipa::path(
     delete, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164; encode `+` as `%2B`")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
     responses(
         (status = 204, description = "Erased"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
