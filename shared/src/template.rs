@@ -113,7 +113,7 @@ impl Template {
                 .map_err(|e| RenderError::Failed(e.to_string()))?;
             t.render(ctx).map_err(|e| {
                 if e.kind() == ErrorKind::UndefinedError {
-                    RenderError::MissingVariables(missing(t.undeclared_variables(true), ctx))
+                    RenderError::MissingVariables(missing(&t, t.undeclared_variables(true), ctx))
                 } else {
                     RenderError::Failed(e.to_string())
                 }
@@ -144,9 +144,15 @@ impl Template {
     }
 }
 
-/// The variables of `declared` that `ctx` lacks (dotted paths walk objects).
-fn missing(declared: std::collections::HashSet<String>, ctx: &Value) -> Vec<String> {
-    let mut out: Vec<String> = declared
+/// The variables of `declared` that `ctx` lacks and the template cannot do
+/// without: a candidate with a `default` renders once every other candidate
+/// is filled in, a required one still fails.
+fn missing(
+    t: &minijinja::Template<'_, '_>,
+    declared: std::collections::HashSet<String>,
+    ctx: &Value,
+) -> Vec<String> {
+    let absent: Vec<String> = declared
         .into_iter()
         .filter(|name| {
             name.split('.')
@@ -154,12 +160,40 @@ fn missing(declared: std::collections::HashSet<String>, ctx: &Value) -> Vec<Stri
                 .is_none()
         })
         .collect();
+    let mut out: Vec<String> = absent
+        .iter()
+        .filter(|candidate| {
+            let mut filled = ctx.clone();
+            for other in absent.iter().filter(|o| o != candidate) {
+                fill(&mut filled, other);
+            }
+            t.render(&filled).is_err()
+        })
+        .cloned()
+        .collect();
     out.sort();
     if out.is_empty() {
         // The engine found something undefined that is not a plain path (an index, say).
         out.push("(an undefined value)".to_owned());
     }
     out
+}
+
+/// Sets a dotted path to an empty string, creating objects on the way.
+fn fill(ctx: &mut Value, dotted: &str) {
+    let mut cur = ctx;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, key) in parts.iter().enumerate() {
+        let Value::Object(map) = cur else { return };
+        let last = i == parts.len() - 1;
+        cur = map.entry((*key).to_owned()).or_insert_with(|| {
+            if last {
+                Value::String(String::new())
+            } else {
+                Value::Object(Map::new())
+            }
+        });
+    }
 }
 
 /// `{first_name}` → `{{ first_name }}`; Jinja's own `{{ … }}`, `{% … %}` and
@@ -272,7 +306,12 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_named_unless_defaulted() {
-        let t = Template::new(Some("Hi {first_name} from {city}"), None, None).unwrap();
+        let t = Template::new(
+            Some("Hi {first_name} from {city}, {{ x | default('y') }}"),
+            None,
+            None,
+        )
+        .unwrap();
         let err = t.render(&json!({"city": "Lyon"})).unwrap_err();
         assert_eq!(
             err,

@@ -8,7 +8,9 @@ use sqlx::PgPool;
 
 pub mod bench;
 pub mod bench_webhooks;
+pub mod engine;
 pub mod fixtures;
+pub mod pubsub_emulator;
 
 /// The auth token the test Twilio account signs with.
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";

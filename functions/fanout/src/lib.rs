@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::engine::fanout::{self, FanoutSettings, TickReport};
-use shared::gcp::TaskPublisher;
+use shared::gcp::{PubSubConfig, TaskPublisher};
 use shared::http::ApiError;
 use sqlx::PgPool;
 
@@ -31,6 +31,7 @@ pub fn settings_from_env(env: &Env) -> Result<FanoutSettings, ConfigError> {
 pub struct Config {
     pub port: u16,
     pub database: DatabaseConfig,
+    pub pubsub: PubSubConfig,
     pub settings: FanoutSettings,
     pub gcp_project: Option<String>,
 }
@@ -40,6 +41,7 @@ impl Config {
         Ok(Self {
             port: config::port(env)?,
             database: DatabaseConfig::from_env(env)?,
+            pubsub: PubSubConfig::from_env(env)?,
             settings: settings_from_env(env)?,
             gcp_project: config::gcp_project(env),
         })

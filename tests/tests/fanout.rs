@@ -1,0 +1,298 @@
+//! The fan-out tick: starting, materializing, pacing, overlapping ticks,
+//! lost tasks and completion.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Request, StatusCode};
+use e2e::engine::{CampaignSpec, RecordingPublisher, campaign, user};
+use serde_json::json;
+use shared::engine::fanout::{FanoutSettings, tick};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::support::{MIGRATOR, count, send};
+
+fn one_round() -> FanoutSettings {
+    FanoutSettings {
+        run_for: Duration::ZERO,
+        ..FanoutSettings::default()
+    }
+}
+
+async fn users(db: &PgPool, n: usize) {
+    for i in 0..n {
+        let consent = if i % 4 == 3 { "opted_out" } else { "opted_in" };
+        user(
+            db,
+            &format!("+1415555{i:04}"),
+            consent,
+            json!({"first_name": "Ada", "n": i}),
+            None,
+        )
+        .await;
+    }
+}
+
+fn published(p: &RecordingPublisher) -> Vec<Uuid> {
+    p.tasks
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| t.message_id)
+        .collect()
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_tick_starts_materializes_and_dispatches(db: PgPool) {
+    users(&db, 40).await;
+    let c = campaign(
+        &db,
+        &CampaignSpec {
+            state: "scheduled",
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    let later = campaign(
+        &db,
+        &CampaignSpec {
+            state: "scheduled",
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    sqlx::query("update campaigns set starts_at = now() + interval '1 hour' where id = $1")
+        .bind(later)
+        .execute(&db)
+        .await
+        .unwrap();
+    let publisher = RecordingPublisher::default();
+
+    let report = tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(
+        (report.started, report.materialized, report.dispatched),
+        (1, 30, 30)
+    );
+    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
+        .bind(c)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state, "running");
+    let later_state: String = sqlx::query_scalar("select state from campaigns where id = $1")
+        .bind(later)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(later_state, "scheduled");
+
+    // Only the segment's users (opted in), each once, each queued with a decision.
+    let ids = published(&publisher);
+    assert_eq!(ids.len(), 30);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 30);
+    assert_eq!(
+        count(&db, "select count(*) from messages where status = 'queued'").await,
+        30
+    );
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from decisions where decision = 'queued'"
+        )
+        .await,
+        30
+    );
+    assert_eq!(count(&db, "select count(*) from messages m join users u using (phone_number) where u.consent <> 'opted_in'").await, 0);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn two_ticks_at_once_do_what_one_does(db: PgPool) {
+    users(&db, 200).await;
+    campaign(
+        &db,
+        &CampaignSpec {
+            state: "scheduled",
+            rate_per_second: 100,
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    let publisher = RecordingPublisher::default();
+    let settings = FanoutSettings {
+        batch_size: 7,
+        ..one_round()
+    };
+    let (a, b) = tokio::join!(
+        tick(&db, &publisher, &settings),
+        tick(&db, &publisher, &settings)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.started + b.started, 1);
+    assert_eq!(count(&db, "select count(*) from messages").await, 150);
+    // One second's budget between them, and no task published twice.
+    let ids = published(&publisher);
+    assert_eq!(ids.len(), 100, "{a:?} {b:?}");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 100);
+    assert_eq!(
+        count(&db, "select count(*) from messages where status = 'queued'").await,
+        100
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn dispatch_is_paced_by_the_campaign_rate(db: PgPool) {
+    users(&db, 80).await;
+    campaign(
+        &db,
+        &CampaignSpec {
+            rate_per_second: 10,
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    let publisher = RecordingPublisher::default();
+    let settings = FanoutSettings {
+        run_for: Duration::from_millis(2500),
+        round: Duration::from_secs(1),
+        ..FanoutSettings::default()
+    };
+    let started = std::time::Instant::now();
+    let report = tick(&db, &publisher, &settings).await.unwrap();
+    // Rounds at 0 s, 1 s and 2 s, ten each.
+    assert_eq!(report.dispatched, 30, "{report:?}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from messages where status = 'pending'"
+        )
+        .await,
+        30
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn deferred_messages_wait_for_their_time(db: PgPool) {
+    users(&db, 4).await;
+    let c = campaign(&db, &CampaignSpec::default()).await;
+    let publisher = RecordingPublisher::default();
+    tick(&db, &publisher, &one_round()).await.unwrap();
+    // The sender deferred two of them (quiet hours) and retried one now.
+    sqlx::query("update messages set status = 'pending', status_rank = 0, next_attempt_at = now() + interval '1 hour' where phone_number in ('+14155550000', '+14155550001')")
+        .execute(&db).await.unwrap();
+    sqlx::query("update messages set status = 'pending', status_rank = 0, next_attempt_at = now() where phone_number = '+14155550002'")
+        .execute(&db).await.unwrap();
+    let report = tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(report.dispatched, 1);
+    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
+        .bind(c)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state, "running");
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_lost_task_is_republished_and_a_failed_publish_released(db: PgPool) {
+    users(&db, 4).await;
+    campaign(&db, &CampaignSpec::default()).await;
+    let failing = RecordingPublisher {
+        fail: true,
+        ..RecordingPublisher::default()
+    };
+    let report = tick(&db, &failing, &one_round()).await.unwrap();
+    assert_eq!(report.publish_failures, 3);
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from messages where status = 'pending'"
+        )
+        .await,
+        3
+    );
+
+    let publisher = RecordingPublisher::default();
+    tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(published(&publisher).len(), 3);
+    // A task lost after the commit: the message sits in queued; once stale it goes out again.
+    sqlx::query("update messages set queued_at = now() - interval '1 hour' where phone_number = '+14155550000'")
+        .execute(&db).await.unwrap();
+    let report = tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(report.republished, 1);
+    assert_eq!(published(&publisher).len(), 4);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn campaigns_complete_when_every_message_ended_and_cancelled_ones_stop(db: PgPool) {
+    users(&db, 8).await;
+    let done = campaign(&db, &CampaignSpec::default()).await;
+    let cancelled = campaign(
+        &db,
+        &CampaignSpec {
+            rate_per_second: 1,
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    let publisher = RecordingPublisher::default();
+    tick(&db, &publisher, &one_round()).await.unwrap();
+    sqlx::query("update messages set status = 'delivered', status_rank = 5 where campaign_id = $1")
+        .bind(done)
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("update campaigns set state = 'cancelled' where id = $1")
+        .bind(cancelled)
+        .execute(&db)
+        .await
+        .unwrap();
+    let report = tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(report.completed, 1);
+    assert_eq!(report.cancelled, 6);
+    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
+        .bind(done)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state, "completed");
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from decisions where decision = 'cancelled'"
+        )
+        .await,
+        6
+    );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_tick_route_reports_what_it_did(db: PgPool) {
+    users(&db, 4).await;
+    campaign(
+        &db,
+        &CampaignSpec {
+            state: "scheduled",
+            ..CampaignSpec::default()
+        },
+    )
+    .await;
+    let state = Arc::new(fanout::AppState {
+        db: db.clone(),
+        publisher: RecordingPublisher::default(),
+        settings: one_round(),
+    });
+    let router = fanout::router(state);
+    let (code, body) = send(
+        &router,
+        Request::post("/tick")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["started"], 1);
+    assert_eq!(report["dispatched"], 3);
+}
