@@ -131,3 +131,29 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_required_variable_is_named_when_missing() {
+        let full = [
+            ("DATABASE_URL", "postgres://u@127.0.0.1/db".to_owned()),
+            ("API_KEYS", ApiKeys::hash("k")),
+        ];
+        assert!(Config::from_env(&Env::from_pairs(full.clone())).is_ok());
+        for var in REQUIRED_ENV {
+            let env = Env::from_pairs(full.iter().filter(|(k, _)| k != var).cloned());
+            assert_eq!(Config::from_env(&env).unwrap_err().var, *var);
+        }
+        let bad_region = Env::from_pairs(
+            full.into_iter()
+                .chain([("DEFAULT_REGION", "XX".to_owned())]),
+        );
+        assert_eq!(
+            Config::from_env(&bad_region).unwrap_err().var,
+            "DEFAULT_REGION"
+        );
+    }
+}
