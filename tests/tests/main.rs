@@ -1,6 +1,13 @@
 //! End-to-end tests across functions: real PostgreSQL (a fresh database per
 //! test), routers exactly as the functions serve them.
 
+mod api_campaigns;
+mod api_messages;
+mod api_openapi;
+mod api_segments;
+mod api_support;
+mod api_templates;
+mod api_users;
 mod fanout;
 mod journey;
 mod pubsub;

@@ -1,10 +1,12 @@
 //! Pure domain types: no I/O, parsed at the edge and trusted inside.
 
+pub mod campaign;
 pub mod consent;
 pub mod phone;
 pub mod quiet_hours;
 pub mod status;
 
+pub use campaign::{CampaignAction, CampaignState, InvalidTransition};
 pub use consent::{Consent, ConsentKeywords, ConsentSource};
 pub use phone::{PhoneError, PhoneNumber, Region};
 pub use quiet_hours::QuietHours;

@@ -134,3 +134,136 @@ pub async fn apply_status_callback(
     .fetch_one(db)
     .await
 }
+
+// --- API queries ---
+
+/// A message row as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub campaign_id: Uuid,
+    pub phone_number: String,
+    pub status: String,
+    pub body: Option<String>,
+    pub content_sid: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub content_variables: Option<serde_json::Value>,
+    pub twilio_sid: Option<String>,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub sending_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which messages to list; every filter is optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MessageFilter<'a> {
+    pub campaign_id: Option<Uuid>,
+    pub phone_number: Option<&'a str>,
+    pub status: Option<MessageStatus>,
+}
+
+/// The sort key of the message list: newest first.
+pub type ListKey = (DateTime<Utc>, Uuid);
+
+#[tracing::instrument(skip_all)]
+pub async fn list_records(
+    db: impl PgExecutor<'_>,
+    filter: MessageFilter<'_>,
+    after: Option<ListKey>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(
+        "select * from messages
+         where ($1::uuid is null or campaign_id = $1)
+           and ($2::text is null or phone_number = $2)
+           and ($3::text is null or status = $3)
+           and ($4::timestamptz is null or (created_at, id) < ($4, $5))
+         order by created_at desc, id desc
+         limit $6",
+    )
+    .bind(filter.campaign_id)
+    .bind(filter.phone_number)
+    .bind(filter.status.map(MessageStatus::as_str))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get_record(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<MessageRecord>, sqlx::Error> {
+    sqlx::query_as("select * from messages where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// One status callback about a message, as received.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct StatusEvent {
+    pub webhook_event_id: i64,
+    /// `MessageStatus` as Twilio sent it.
+    pub status: Option<String>,
+    pub error_code: Option<String>,
+    /// Every parameter of the callback.
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Every status callback for a MessageSid, in the order received.
+#[tracing::instrument(skip_all)]
+pub async fn status_timeline(
+    db: impl PgExecutor<'_>,
+    message_sid: &str,
+) -> Result<Vec<StatusEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "select id as webhook_event_id, params->>'MessageStatus' as status,
+                params->>'ErrorCode' as error_code, params, received_at
+         from webhook_events
+         where kind = 'status' and message_sid = $1
+         order by received_at, id",
+    )
+    .bind(message_sid)
+    .fetch_all(db)
+    .await
+}
+
+/// One orchestration decision about a message.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct DecisionRecord {
+    pub id: i64,
+    pub decision: String,
+    #[schema(value_type = Object)]
+    pub reason: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every decision about a message, oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn decisions(
+    db: impl PgExecutor<'_>,
+    message_id: Uuid,
+) -> Result<Vec<DecisionRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, decision, reason, created_at from decisions
+         where message_id = $1 order by created_at, id",
+    )
+    .bind(message_id)
+    .fetch_all(db)
+    .await
+}

@@ -98,3 +98,195 @@ pub async fn set_consent(
             .expect("users.consent is constrained to valid values")
     }))
 }
+
+// --- API queries ---
+
+/// The sort key of the user list: the phone number, ascending.
+pub type ListKey = String;
+
+/// A user and whether this call created it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Upserted {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub created: bool,
+}
+
+/// Creates the user, or replaces its attributes when `attributes` is given.
+#[tracing::instrument(skip_all)]
+pub async fn upsert(
+    db: impl PgExecutor<'_>,
+    phone: &PhoneNumber,
+    attributes: Option<&serde_json::Value>,
+) -> Result<Upserted, sqlx::Error> {
+    sqlx::query_as(
+        "insert into users (phone_number, attributes) values ($1, coalesce($2, '{}'))
+         on conflict (phone_number) do update set attributes = coalesce($2, users.attributes)
+         returning *, (xmax = 0) as created",
+    )
+    .bind(phone.as_str())
+    .bind(attributes)
+    .fetch_one(db)
+    .await
+}
+
+/// The user, locked until the transaction ends.
+pub async fn get_for_update(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("select * from users where phone_number = $1 for update")
+        .bind(phone)
+        .fetch_optional(db)
+        .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn set_attributes(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+    attributes: &serde_json::Value,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as("update users set attributes = $2 where phone_number = $1 returning *")
+        .bind(phone)
+        .bind(attributes)
+        .fetch_optional(db)
+        .await
+}
+
+/// The webhook parameters that say nothing about a person, kept when an
+/// erased user's webhooks are scrubbed.
+const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
+    "AccountSid",
+    "ApiVersion",
+    "ChannelPrefix",
+    "ErrorCode",
+    "ErrorMessage",
+    "EventType",
+    "MessageSid",
+    "MessageStatus",
+    "MessagingServiceSid",
+    "NumMedia",
+    "NumSegments",
+    "SmsMessageSid",
+    "SmsSid",
+    "SmsStatus",
+];
+
+/// Erases a user's personal data and keeps what is anonymous (how many
+/// messages a campaign sent, their statuses, error codes and decisions):
+///
+/// - the `users` row is deleted;
+/// - everywhere else the phone number becomes one token,
+///   `erased:` + md5(number + a random UUID), the same in every table so
+///   per-recipient counts still add up, and irreversible since the random
+///   part is not kept;
+/// - message bodies and content variables, inbound bodies, media, profile
+///   names and WaIds are cleared, and the raw webhooks about the user keep
+///   only [`ANONYMOUS_WEBHOOK_PARAMS`] (their raw body is emptied);
+/// - messages not yet handed to a sender (`pending`, `queued`) are skipped,
+///   with a `skipped_erased` decision.
+///
+/// Returns `false` (and changes nothing) when there is no such user.
+#[tracing::instrument(skip_all)]
+pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sqlx::Error> {
+    let Some(token): Option<String> = sqlx::query_scalar(
+        "delete from users where phone_number = $1
+         returning 'erased:' || md5(phone_number || gen_random_uuid()::text)",
+    )
+    .bind(phone)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "update webhook_events w set
+             raw_body = '',
+             params = (select coalesce(jsonb_object_agg(key, value), '{}') from jsonb_each(w.params)
+                       where key = any($2)) || '{\"Erased\": \"true\"}'
+         where w.id in (select webhook_event_id from inbound_messages where from_number = $1)
+            or (w.kind = 'status' and w.message_sid in
+                (select twilio_sid from messages where phone_number = $1 and twilio_sid is not null))",
+    )
+    .bind(phone)
+    .bind(ANONYMOUS_WEBHOOK_PARAMS)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update inbound_messages set from_number = $2, wa_id = null, profile_name = null,
+             body = '', num_media = 0, media = '[]', button_payload = null, button_text = null
+         where from_number = $1",
+    )
+    .bind(phone)
+    .bind(&token)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into decisions (message_id, campaign_id, phone_number, decision, reason)
+         select id, campaign_id, $2, 'skipped_erased', '{\"detail\": \"user erased through the API\"}'
+         from messages where phone_number = $1 and status in ('pending', 'queued')",
+    )
+    .bind(phone)
+    .bind(&token)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update messages set phone_number = $2, body = null, content_variables = null,
+             status = case when status in ('pending', 'queued') then 'skipped' else status end,
+             status_rank = case when status in ('pending', 'queued') then $3 else status_rank end
+         where phone_number = $1",
+    )
+    .bind(phone)
+    .bind(&token)
+    .bind(crate::domain::MessageStatus::Skipped.rank())
+    .execute(&mut *tx)
+    .await?;
+    for sql in [
+        "update decisions set phone_number = $2 where phone_number = $1",
+        "update consent_events set phone_number = $2 where phone_number = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(phone)
+            .bind(&token)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Up to `limit` users after the phone number `after`, by phone number; only
+/// those with `consent` and in `segment` when given.
+#[tracing::instrument(skip_all)]
+pub async fn list_page(
+    db: impl PgExecutor<'_>,
+    consent: Option<Consent>,
+    segment: Option<&crate::segment::Segment>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<User>, sqlx::Error> {
+    let mut qb = sqlx::QueryBuilder::new("select * from users where true");
+    if let Some(c) = consent {
+        qb.push(" and consent = ").push_bind(c.as_str());
+    }
+    if let Some(s) = segment {
+        qb.push(" and ");
+        s.push_predicate(&mut qb);
+    }
+    if let Some(a) = after {
+        qb.push(" and phone_number > ").push_bind(a.to_owned());
+    }
+    qb.push(" order by phone_number limit ").push_bind(limit);
+    qb.build_query_as().fetch_all(db).await
+}
+
+/// How many users a segment matches now.
+#[tracing::instrument(skip_all)]
+pub async fn count_matching(
+    db: impl PgExecutor<'_>,
+    segment: &crate::segment::Segment,
+) -> Result<i64, sqlx::Error> {
+    let mut qb = sqlx::QueryBuilder::new("select count(*) from users where ");
+    segment.push_predicate(&mut qb);
+    qb.build_query_scalar().fetch_one(db).await
+}

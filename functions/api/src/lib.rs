@@ -1,0 +1,159 @@
+//! `api`: the `/v1` REST API that operators and other services drive
+//! everything through — users, segments, templates, campaigns, messages,
+//! imports and campaign stats — with its OpenAPI document at `/v1/openapi.json`.
+//!
+//! Every `/v1` route needs `Authorization: Bearer <key>` (the key's SHA-256
+//! in `API_KEYS`), except the OpenAPI document; health checks are added by
+//! `with_standard_routes`, outside the key check.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use axum::{Router, middleware};
+use shared::config::{self, ConfigError, DatabaseConfig, Env};
+use shared::domain::Region;
+use shared::http::ApiError;
+use shared::http::auth::{ApiKeys, require_api_key};
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub mod campaigns;
+pub mod db;
+pub mod extract;
+pub mod imports;
+pub mod messages;
+pub mod openapi;
+pub mod segments;
+pub mod templates;
+pub mod users;
+
+/// The variables this binary cannot start without.
+pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "API_KEYS"];
+
+/// Where the OpenAPI document is served (without a key).
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub database: DatabaseConfig,
+    pub api_keys: ApiKeys,
+    pub default_region: Option<Region>,
+    pub gcp_project: Option<String>,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: config::port(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            api_keys: ApiKeys::from_env(env)?,
+            default_region: config::default_region(env)?,
+            gcp_project: config::gcp_project(env),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub keys: Arc<ApiKeys>,
+    /// How national numbers in requests are read.
+    pub default_region: Option<Region>,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, config: &Config) -> Self {
+        Self {
+            db,
+            keys: Arc::new(config.api_keys.clone()),
+            default_region: config.default_region,
+        }
+    }
+}
+
+/// Every `/v1` operation, with its OpenAPI description.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(users::list, users::upsert))
+        .routes(routes!(users::get, users::patch, users::delete))
+        .routes(routes!(segments::list, segments::create))
+        .routes(routes!(segments::preview))
+        .routes(routes!(segments::get, segments::patch, segments::delete))
+        .routes(routes!(templates::list, templates::create))
+        .routes(routes!(templates::get, templates::patch, templates::delete))
+        .routes(routes!(templates::render))
+        .routes(routes!(campaigns::list, campaigns::create))
+        .routes(routes!(campaigns::get, campaigns::patch))
+        .routes(routes!(campaigns::launch))
+        .routes(routes!(campaigns::pause))
+        .routes(routes!(campaigns::resume))
+        .routes(routes!(campaigns::cancel))
+        .routes(routes!(campaigns::stats))
+        .routes(routes!(messages::list))
+        .routes(routes!(messages::get))
+        .routes(routes!(imports::list))
+        .routes(routes!(imports::get))
+}
+
+/// The OpenAPI 3.1 document of every `/v1` operation.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The `/v1` routes behind the key check, the OpenAPI document beside them,
+/// request bodies up to 1 MiB, and a JSON 404 for any other path.
+pub fn router(state: AppState) -> Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
+    routes
+        .route_layer(middleware::from_fn_with_state(
+            state.keys.clone(),
+            require_api_key,
+        ))
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_required_variable_is_named_when_missing() {
+        let full = [
+            ("DATABASE_URL", "postgres://u@127.0.0.1/db".to_owned()),
+            ("API_KEYS", ApiKeys::hash("k")),
+        ];
+        assert!(Config::from_env(&Env::from_pairs(full.clone())).is_ok());
+        for var in REQUIRED_ENV {
+            let env = Env::from_pairs(full.iter().filter(|(k, _)| k != var).cloned());
+            assert_eq!(Config::from_env(&env).unwrap_err().var, *var);
+        }
+        let bad_region = Env::from_pairs(
+            full.into_iter()
+                .chain([("DEFAULT_REGION", "XX".to_owned())]),
+        );
+        assert_eq!(
+            Config::from_env(&bad_region).unwrap_err().var,
+            "DEFAULT_REGION"
+        );
+    }
+}

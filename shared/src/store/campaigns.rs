@@ -1,0 +1,258 @@
+//! `campaigns`: definitions, the operator's state transitions and delivery stats.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::domain::CampaignState;
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct Campaign {
+    pub id: Uuid,
+    pub name: String,
+    pub segment_id: Uuid,
+    pub template_id: Uuid,
+    /// `draft`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
+    pub state: String,
+    /// When sending may start; set to the launch time when left empty.
+    pub starts_at: Option<DateTime<Utc>>,
+    pub rate_per_second: i32,
+    /// `HH:MM`, local to the recipient: no sending from start to end.
+    pub quiet_hours_start: Option<String>,
+    pub quiet_hours_end: Option<String>,
+    /// IANA zone for recipients without a `timezone` attribute.
+    pub default_timezone: String,
+    pub frequency_cap: Option<i32>,
+    pub max_attempts: i32,
+    pub materialized_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Campaign {
+    pub fn state(&self) -> CampaignState {
+        self.state
+            .parse()
+            .expect("campaigns.state is constrained to valid values")
+    }
+}
+
+/// The columns of a row, as a literal for `concat!`.
+macro_rules! columns {
+    () => {
+        "id, name, segment_id, template_id, state, starts_at, rate_per_second,
+    to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+    to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end,
+    default_timezone, frequency_cap, max_attempts, materialized_at, started_at, completed_at,
+    created_at, updated_at"
+    };
+}
+
+/// Everything an operator sets on a draft; validated before it gets here.
+#[derive(Debug, Clone)]
+pub struct CampaignFields {
+    pub name: String,
+    pub segment_id: Uuid,
+    pub template_id: Uuid,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub rate_per_second: i32,
+    pub quiet_hours: Option<(NaiveTime, NaiveTime)>,
+    pub default_timezone: String,
+    pub frequency_cap: Option<i32>,
+    pub max_attempts: i32,
+}
+
+/// The sort key of the campaign list: newest first.
+pub type ListKey = (DateTime<Utc>, Uuid);
+
+#[tracing::instrument(skip_all)]
+pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campaign, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "insert into campaigns (name, segment_id, template_id, starts_at, rate_per_second,
+             quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning ",
+        columns!()
+    ))
+    .bind(&c.name)
+    .bind(c.segment_id)
+    .bind(c.template_id)
+    .bind(c.starts_at)
+    .bind(c.rate_per_second)
+    .bind(c.quiet_hours.map(|q| q.0))
+    .bind(c.quiet_hours.map(|q| q.1))
+    .bind(&c.default_timezone)
+    .bind(c.frequency_cap)
+    .bind(c.max_attempts)
+    .fetch_one(db)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Campaign>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "select ",
+        columns!(),
+        " from campaigns where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to `limit` campaigns after `after`, newest first, in `state` when given.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    state: Option<CampaignState>,
+    after: Option<ListKey>,
+    limit: i64,
+) -> Result<Vec<Campaign>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(concat!(
+        "select ",
+        columns!(),
+        " from campaigns
+         where ($1::text is null or state = $1)
+           and ($2::timestamptz is null or (created_at, id) < ($2, $3))
+         order by created_at desc, id desc
+         limit $4"
+    ))
+    .bind(state.map(CampaignState::as_str))
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces the fields of a campaign that is still a draft; `None` when there
+/// is no such draft (another state, or no campaign).
+#[tracing::instrument(skip_all)]
+pub async fn update_draft(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    c: &CampaignFields,
+) -> Result<Option<Campaign>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "update campaigns set name = $2, segment_id = $3, template_id = $4, starts_at = $5,
+             rate_per_second = $6, quiet_hours_start = $7, quiet_hours_end = $8,
+             default_timezone = $9, frequency_cap = $10, max_attempts = $11
+         where id = $1 and state = 'draft'
+         returning ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(&c.name)
+    .bind(c.segment_id)
+    .bind(c.template_id)
+    .bind(c.starts_at)
+    .bind(c.rate_per_second)
+    .bind(c.quiet_hours.map(|q| q.0))
+    .bind(c.quiet_hours.map(|q| q.1))
+    .bind(&c.default_timezone)
+    .bind(c.frequency_cap)
+    .bind(c.max_attempts)
+    .fetch_optional(db)
+    .await
+}
+
+/// Moves a campaign from `from` to `to` only if it is still in `from`, so two
+/// concurrent moves (or the fan-out's own) cannot both win. Scheduling sets
+/// `starts_at` to now when the operator left it empty. `None` when the
+/// campaign was not in `from`.
+#[tracing::instrument(skip_all, fields(from = %from, to = %to))]
+pub async fn set_state(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    from: CampaignState,
+    to: CampaignState,
+) -> Result<Option<Campaign>, sqlx::Error> {
+    sqlx::query_as(concat!("update campaigns set
+             state = $3,
+             starts_at = case when $3 = 'scheduled' then coalesce(starts_at, now()) else starts_at end
+         where id = $1 and state = $2
+         returning ", columns!()))
+    .bind(id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .fetch_optional(db)
+    .await
+}
+
+/// How a campaign's messages are doing.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CampaignStats {
+    /// Recipients materialized so far.
+    pub messages: i64,
+    /// Messages by current status.
+    pub by_status: BTreeMap<String, i64>,
+    /// Decisions by kind (one message may have several, e.g. deferrals).
+    pub by_decision: BTreeMap<String, i64>,
+    /// Messages by Twilio error code.
+    pub by_error_code: BTreeMap<String, i64>,
+    /// Messages Twilio accepted (they have a MessageSid).
+    pub accepted_by_twilio: i64,
+    /// Messages delivered (or read).
+    pub delivered: i64,
+    pub read: i64,
+    /// `delivered / accepted_by_twilio`; `null` before anything was accepted.
+    pub delivery_rate: Option<f64>,
+    /// `read / delivered`; `null` before anything was delivered.
+    pub read_rate: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StatsRow {
+    messages: i64,
+    accepted: i64,
+    delivered: i64,
+    read: i64,
+    by_status: Json<BTreeMap<String, i64>>,
+    by_decision: Json<BTreeMap<String, i64>>,
+    by_error_code: Json<BTreeMap<String, i64>>,
+}
+
+/// A campaign's stats, read in one statement so the numbers agree.
+#[tracing::instrument(skip_all)]
+pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, sqlx::Error> {
+    let row: StatsRow = sqlx::query_as(
+        "select
+             count(*) as messages,
+             count(*) filter (where twilio_sid is not null) as accepted,
+             count(*) filter (where delivered_at is not null or status in ('delivered', 'read')) as delivered,
+             count(*) filter (where read_at is not null or status = 'read') as read,
+             coalesce((select jsonb_object_agg(status, n) from
+                 (select status, count(*) as n from messages where campaign_id = $1 group by status) s),
+                 '{}') as by_status,
+             coalesce((select jsonb_object_agg(decision, n) from
+                 (select decision, count(*) as n from decisions where campaign_id = $1 group by decision) d),
+                 '{}') as by_decision,
+             coalesce((select jsonb_object_agg(error_code::text, n) from
+                 (select error_code, count(*) as n from messages
+                  where campaign_id = $1 and error_code is not null group by error_code) e),
+                 '{}') as by_error_code
+         from messages where campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    let rate = |num: i64, den: i64| (den > 0).then(|| num as f64 / den as f64);
+    Ok(CampaignStats {
+        messages: row.messages,
+        by_status: row.by_status.0,
+        by_decision: row.by_decision.0,
+        by_error_code: row.by_error_code.0,
+        accepted_by_twilio: row.accepted,
+        delivered: row.delivered,
+        read: row.read,
+        delivery_rate: rate(row.delivered, row.accepted),
+        read_rate: rate(row.read, row.delivered),
+    })
+}

@@ -1,0 +1,114 @@
+//! `templates`: message bodies and Twilio Content API references.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct TemplateRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// A minijinja template (`{first_name}` also accepted), for sessions inside the 24-hour window.
+    pub body: Option<String>,
+    /// An approved WhatsApp template (`HX…`), for messages outside the window.
+    pub content_sid: Option<String>,
+    /// The template's variables (`{"1": "{{ first_name }}"}`), rendered per user.
+    #[schema(value_type = Option<Object>)]
+    pub content_variables: Option<serde_json::Value>,
+    pub locale: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What an operator writes; validated before it gets here.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateFields<'a> {
+    pub name: &'a str,
+    pub body: Option<&'a str>,
+    pub content_sid: Option<&'a str>,
+    pub content_variables: Option<&'a serde_json::Value>,
+    pub locale: &'a str,
+}
+
+/// The sort key of the template list: newest first.
+pub type ListKey = (DateTime<Utc>, Uuid);
+
+#[tracing::instrument(skip_all)]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    t: TemplateFields<'_>,
+) -> Result<TemplateRecord, sqlx::Error> {
+    sqlx::query_as(
+        "insert into templates (name, body, content_sid, content_variables, locale)
+         values ($1, $2, $3, $4, $5) returning *",
+    )
+    .bind(t.name)
+    .bind(t.body)
+    .bind(t.content_sid)
+    .bind(t.content_variables)
+    .bind(t.locale)
+    .fetch_one(db)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TemplateRecord>, sqlx::Error> {
+    sqlx::query_as("select * from templates where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Up to `limit` templates after `after`, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    after: Option<ListKey>,
+    limit: i64,
+) -> Result<Vec<TemplateRecord>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(
+        "select * from templates
+         where $1::timestamptz is null or (created_at, id) < ($1, $2)
+         order by created_at desc, id desc
+         limit $3",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces every field; `None` when there is no such template.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    t: TemplateFields<'_>,
+) -> Result<Option<TemplateRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "update templates set name = $2, body = $3, content_sid = $4, content_variables = $5, locale = $6
+         where id = $1 returning *",
+    )
+    .bind(id)
+    .bind(t.name)
+    .bind(t.body)
+    .bind(t.content_sid)
+    .bind(t.content_variables)
+    .bind(t.locale)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes a template no campaign uses (`campaigns_template_id_fkey` otherwise);
+/// `false` when there was none.
+#[tracing::instrument(skip_all)]
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from templates where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
