@@ -143,23 +143,31 @@ impl Visit for JsonVisitor {
     }
 }
 
-/// Masks every `+` followed by 7 to 15 digits, whatever wrote it: the last
-/// line of defence that keeps phone numbers out of logs.
+/// Masks every `+` (or its URL encoding `%2B`) followed by 7 to 15 digits,
+/// whatever wrote it: the last line of defence that keeps phone numbers out of logs.
 pub fn mask_phone_numbers(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     let mut copied = 0;
     while i < bytes.len() {
-        if bytes[i] == b'+' {
-            let digits = bytes[i + 1..]
+        let plus = if bytes[i] == b'+' {
+            1
+        } else if bytes.len() - i >= 3 && bytes[i..i + 3].eq_ignore_ascii_case(b"%2B") {
+            3
+        } else {
+            0
+        };
+        if plus > 0 {
+            let digits = bytes[i + plus..]
                 .iter()
                 .take_while(|b| b.is_ascii_digit())
                 .count();
             if (7..=15).contains(&digits) {
-                out.push_str(&text[copied..i]);
-                out.push_str(&crate::domain::phone::mask(&text[i..i + 1 + digits]));
-                i += 1 + digits;
+                let number = format!("+{}", &text[i + plus..i + plus + digits]);
+                out.push_str(&text[copied..i + plus]);
+                out.push_str(&crate::domain::phone::mask(&number)[1..]);
+                i += plus + digits;
                 copied = i;
                 continue;
             }
@@ -181,6 +189,10 @@ mod tests {
             r#"{"to":"whatsapp:+1415*****71","n":"+12"}"#
         );
         assert_eq!(mask_phone_numbers("plain text"), "plain text");
+        assert_eq!(
+            mask_phone_numbers("/v1/users/%2B14155552671"),
+            "/v1/users/%2B1415*****71"
+        );
     }
 
     #[test]
