@@ -1,6 +1,7 @@
 //! `local`: every function in one process on embedded defaults (DESIGN §7),
 //! and the demo that tells the whole story on it.
 
+pub mod demo;
 pub mod postgres;
 pub mod queue;
 pub mod stack;

@@ -50,6 +50,11 @@ impl TaskPublisher for LocalPublisher {
 pub struct Running {
     pub base_url: String,
     pub db: PgPool,
+    /// The `/v1` API key (`LOCAL_API_KEY`, or a fixed development key).
+    pub api_key: String,
+    /// Files dropped here are imported.
+    pub inbox: PathBuf,
+    simulated_twilio: bool,
     /// What each outside service is (embedded or real), for the banner.
     pub services: Vec<(&'static str, String)>,
     postgres: Option<EmbeddedPostgres>,
@@ -58,6 +63,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The token the simulated Twilio signs with, when Twilio is simulated.
+    pub fn simulated_twilio_token(&self) -> Option<&'static str> {
+        self.simulated_twilio.then_some(LOCAL_AUTH_TOKEN)
+    }
+
     /// Stops serving and stops the private PostgreSQL (its data stays).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -188,6 +198,19 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         },
     });
 
+    // The /v1 API, with a development key unless one is given.
+    let api_key = env.or("LOCAL_API_KEY", "local-dev-api-key".to_owned())?;
+    let api_config = api::Config {
+        port,
+        database: database.clone(),
+        api_keys: shared::http::auth::ApiKeys::from_hashes(&[shared::http::auth::ApiKeys::hash(
+            &api_key,
+        )])
+        .map_err(anyhow::Error::msg)?,
+        default_region: shared::config::default_region(env)?,
+        gcp_project: None,
+    };
+
     let mut app = Router::new()
         .merge(inbound::router(inbound::AppState::new(
             db.clone(),
@@ -198,7 +221,8 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
             &webhook_config,
         )))
         .merge(::sender::router(sender))
-        .merge(fanout::router(fanout_state));
+        .merge(fanout::router(fanout_state))
+        .merge(api::router(api::AppState::new(db.clone(), &api_config)));
     if !real_twilio {
         let sim = SimulatedTwilio::new(
             LOCAL_ACCOUNT_SID.into(),
@@ -241,9 +265,14 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         }
     });
 
+    let inbox = data_dir(env).join("inbox");
+    std::fs::create_dir_all(&inbox)?;
     Ok(Running {
         base_url,
         db,
+        api_key,
+        inbox,
+        simulated_twilio: !real_twilio,
         services,
         postgres,
         server,
