@@ -8,7 +8,9 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod gcp;
 pub mod http;
+pub mod import;
 pub mod store;
 pub mod telemetry;
 pub mod twilio;
