@@ -1,12 +1,16 @@
 //! Helpers for the end-to-end tests and the benchmarks: signed Twilio
-//! requests, routers wired like production, and database fixtures.
+//! requests, routers wired like production, database fixtures, storage
+//! events and the Cloud Storage emulator.
 
 use axum::Router;
 use shared::config::{Env, TwilioWebhookConfig};
 use shared::twilio::compute_signature;
 use sqlx::PgPool;
 
+pub mod bench_ingest;
+pub mod fake_gcs;
 pub mod fixtures;
+pub mod ingest;
 
 /// The auth token the test Twilio account signs with.
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";

@@ -59,7 +59,8 @@ impl CloudEvent {
                 data: Bytes::from(event.data.to_string()),
             });
         }
-        let required = |name: &'static str| header(name).ok_or(CloudEventError::MissingHeader(name));
+        let required =
+            |name: &'static str| header(name).ok_or(CloudEventError::MissingHeader(name));
         Ok(Self {
             id: required("ce-id")?,
             source: required("ce-source")?,
@@ -79,8 +80,16 @@ mod tests {
     fn binary_and_structured_modes() {
         let mut headers = HeaderMap::new();
         headers.insert("ce-id", "42".parse().unwrap());
-        headers.insert("ce-source", "//storage.googleapis.com/projects/_/buckets/b".parse().unwrap());
-        headers.insert("ce-type", "google.cloud.storage.object.v1.finalized".parse().unwrap());
+        headers.insert(
+            "ce-source",
+            "//storage.googleapis.com/projects/_/buckets/b"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert(
+            "ce-type",
+            "google.cloud.storage.object.v1.finalized".parse().unwrap(),
+        );
         headers.insert("ce-subject", "objects/a.csv".parse().unwrap());
         let event = CloudEvent::from_request(&headers, Bytes::from_static(b"{}")).unwrap();
         assert_eq!(event.id, "42");
@@ -88,13 +97,21 @@ mod tests {
 
         headers.remove("ce-type");
         assert_eq!(
-            CloudEvent::from_request(&headers, Bytes::new()).unwrap_err().to_string(),
+            CloudEvent::from_request(&headers, Bytes::new())
+                .unwrap_err()
+                .to_string(),
             "not a CloudEvent: header ce-type is missing"
         );
 
         let mut structured = HeaderMap::new();
-        structured.insert(CONTENT_TYPE, "application/cloudevents+json; charset=utf-8".parse().unwrap());
-        let body = br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {"a": 1}}"#;
+        structured.insert(
+            CONTENT_TYPE,
+            "application/cloudevents+json; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
+        let body =
+            br#"{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {"a": 1}}"#;
         let event = CloudEvent::from_request(&structured, Bytes::from_static(body)).unwrap();
         assert_eq!(event.event_type, "t");
         assert_eq!(&event.data[..], br#"{"a":1}"#);

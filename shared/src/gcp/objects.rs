@@ -26,7 +26,9 @@ pub struct OpenedObject {
 pub enum ObjectError {
     /// The object (or that generation of it) does not exist: it was deleted or
     /// replaced before we read it. Retrying will not help.
-    #[error("object gs://{bucket}/{name} (generation {generation}) was not found: deleted or replaced before it could be read")]
+    #[error(
+        "object gs://{bucket}/{name} (generation {generation}) was not found: deleted or replaced before it could be read"
+    )]
     NotFound {
         bucket: String,
         name: String,
@@ -43,8 +45,12 @@ pub enum ObjectError {
 #[async_trait::async_trait]
 pub trait ObjectSource: Send + Sync {
     /// Opens one generation of an object (`0` when the generation is unknown: the live one).
-    async fn open(&self, bucket: &str, name: &str, generation: i64)
-    -> Result<OpenedObject, ObjectError>;
+    async fn open(
+        &self,
+        bucket: &str,
+        name: &str,
+        generation: i64,
+    ) -> Result<OpenedObject, ObjectError>;
 }
 
 /// Which object source a function uses.
@@ -97,8 +103,9 @@ impl GcsObjects {
             builder = builder.with_endpoint(endpoint);
         }
         if anonymous {
-            builder = builder
-                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            builder = builder.with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
         }
         Ok(Self {
             client: builder.build().await?,
@@ -220,7 +227,9 @@ mod tests {
         let root = std::env::temp_dir().join(format!("objects-{}", uuid::Uuid::new_v4()));
         tokio::fs::create_dir_all(root.join("in")).await.unwrap();
         let content = vec![b'x'; LOCAL_CHUNK + 10];
-        tokio::fs::write(root.join("in/users.csv"), &content).await.unwrap();
+        tokio::fs::write(root.join("in/users.csv"), &content)
+            .await
+            .unwrap();
         let objects = LocalObjects::new(root.clone());
 
         let opened = objects.open("b", "in/users.csv", 0).await.unwrap();

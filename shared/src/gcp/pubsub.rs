@@ -129,7 +129,11 @@ mod tests {
     #[test]
     fn bad_envelopes_say_why() {
         let e = PushEnvelope::parse(br#"{"msg": {}}"#).unwrap_err();
-        assert!(e.to_string().starts_with("body is not a Pub/Sub push envelope: missing field `message`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("body is not a Pub/Sub push envelope: missing field `message`"),
+            "{e}"
+        );
         let bad = PushEnvelope::parse(br#"{"message": {"data": "%%", "messageId": "1"}}"#).unwrap();
         assert!(bad.message.data().is_err());
     }

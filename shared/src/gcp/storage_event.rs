@@ -71,8 +71,8 @@ impl ObjectEvent {
         if event.event_type != OBJECT_FINALIZED {
             return Ok(Self::Other(event.event_type.clone()));
         }
-        let object: ObjectResource = serde_json::from_slice(&event.data)
-            .map_err(|e| EventError::Object(e.to_string()))?;
+        let object: ObjectResource =
+            serde_json::from_slice(&event.data).map_err(|e| EventError::Object(e.to_string()))?;
         Ok(Self::Finalized(object.into()))
     }
 
@@ -104,8 +104,13 @@ impl ObjectEvent {
             bucket: attribute("bucketId")?.to_owned(),
             name: attribute("objectId")?.to_owned(),
             generation,
-            size: resource.as_ref().and_then(|r| r.size).and_then(|s| u64::try_from(s).ok()),
-            content_type: resource.and_then(|r| r.content_type).filter(|c| !c.is_empty()),
+            size: resource
+                .as_ref()
+                .and_then(|r| r.size)
+                .and_then(|s| u64::try_from(s).ok()),
+            content_type: resource
+                .and_then(|r| r.content_type)
+                .filter(|c| !c.is_empty()),
         }))
     }
 }

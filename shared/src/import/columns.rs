@@ -64,9 +64,7 @@ impl Columns {
                 )));
             }
             if names[..i].iter().any(|n| n.eq_ignore_ascii_case(name)) {
-                return Err(FileError::new(format!(
-                    "header has column {name:?} twice"
-                )));
+                return Err(FileError::new(format!("header has column {name:?} twice")));
             }
         }
         let phone = PHONE_COLUMNS
@@ -222,7 +220,8 @@ fn parse_phone(
     international: bool,
     region: Option<Region>,
 ) -> Result<PhoneNumber, String> {
-    let parsed = if international && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+    let parsed = if international && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())
+    {
         PhoneNumber::parse(&format!("+{value}"), None)
     } else {
         PhoneNumber::parse(value, region)
@@ -305,7 +304,9 @@ fn value_has_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(value_has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || value_has_nul(v)),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains('\0') || value_has_nul(v)),
         _ => false,
     }
 }
@@ -330,7 +331,9 @@ mod tests {
             "no phone number column: expected one of phone_number, phone, msisdn, wa_id (header has name, email)"
         );
         assert_eq!(
-            Columns::from_header(&["phone", "Age", "age"]).unwrap_err().0,
+            Columns::from_header(&["phone", "Age", "age"])
+                .unwrap_err()
+                .0,
             "header has column \"age\" twice"
         );
         assert_eq!(
@@ -346,7 +349,16 @@ mod tests {
         assert_eq!(typed_cell("TRUE"), Some(AttrValue::Literal("true")));
         assert_eq!(typed_cell(""), None);
         assert_eq!(typed_cell("   "), None);
-        for text in ["02134", "1e5", "2024-01-31", "1.", ".5", "+33", "12abc", "-"] {
+        for text in [
+            "02134",
+            "1e5",
+            "2024-01-31",
+            "1.",
+            ".5",
+            "+33",
+            "12abc",
+            "-",
+        ] {
             assert_eq!(
                 typed_cell(text),
                 Some(AttrValue::Text(Cow::Borrowed(text))),
@@ -404,9 +416,17 @@ mod tests {
         assert_eq!(names, vec!["age", "tags"]);
 
         let no_phone: Map<String, Value> = serde_json::from_str(r#"{"name": "Ada"}"#).unwrap();
-        assert!(json_row(&no_phone, None).unwrap_err().starts_with("no phone number"));
+        assert!(
+            json_row(&no_phone, None)
+                .unwrap_err()
+                .starts_with("no phone number")
+        );
         let bad_tz: Map<String, Value> =
             serde_json::from_str(r#"{"phone": "+14155552671", "timezone": 3}"#).unwrap();
-        assert!(json_row(&bad_tz, None).unwrap_err().starts_with("timezone must be"));
+        assert!(
+            json_row(&bad_tz, None)
+                .unwrap_err()
+                .starts_with("timezone must be")
+        );
     }
 }

@@ -125,7 +125,10 @@ mod tests {
             phone: PhoneNumber::parse("+14155552671", None).unwrap(),
             consent: Some(Consent::OptedIn),
             attributes: vec![
-                ("name", AttrValue::Text(Cow::Borrowed("Ada \"A\"\tL\\\n\u{1}é"))),
+                (
+                    "name",
+                    AttrValue::Text(Cow::Borrowed("Ada \"A\"\tL\\\n\u{1}é")),
+                ),
                 ("age", AttrValue::Literal("42")),
                 ("we\"ird", AttrValue::Json(&nested)),
             ],

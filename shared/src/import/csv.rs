@@ -23,7 +23,11 @@ pub fn sniff_delimiter(header_line: &[u8]) -> u8 {
         }
     }
     let best = (0..3).rev().max_by_key(|i| counts[*i]).unwrap_or(0);
-    if counts[best] == 0 { b',' } else { DELIMITERS[best] }
+    if counts[best] == 0 {
+        b','
+    } else {
+        DELIMITERS[best]
+    }
 }
 
 /// One record as the splitter hands it over.
@@ -59,9 +63,7 @@ pub struct CsvSplitter {
 impl CsvSplitter {
     pub fn new(delimiter: u8) -> Self {
         Self {
-            parser: csv_core::ReaderBuilder::new()
-                .delimiter(delimiter)
-                .build(),
+            parser: csv_core::ReaderBuilder::new().delimiter(delimiter).build(),
             out: vec![0; 4096],
             nout: 0,
             ends: vec![0; 64],
@@ -152,10 +154,7 @@ impl CsvSplitter {
             .extend_from_slice(&consumed[..consumed.len().min(room)]);
     }
 
-    fn emit<E>(
-        &self,
-        emit: &mut impl FnMut(RawRecord<'_>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn emit<E>(&self, emit: &mut impl FnMut(RawRecord<'_>) -> Result<(), E>) -> Result<(), E> {
         let mut raw = &self.raw[..];
         while let [rest @ .., b'\r' | b'\n'] = raw {
             raw = rest;

@@ -276,8 +276,18 @@ mod tests {
             array(&[b"{\"a\": 1}"]).unwrap_err().0,
             "not a JSON array: expected '[' at the start, found '{'"
         );
-        assert!(array(&[b"[{\"a\": 1},"]).unwrap_err().0.contains("never closed"));
-        assert!(array(&[b"[] x"]).unwrap_err().0.contains("after the closing"));
+        assert!(
+            array(&[b"[{\"a\": 1},"])
+                .unwrap_err()
+                .0
+                .contains("never closed")
+        );
+        assert!(
+            array(&[b"[] x"])
+                .unwrap_err()
+                .0
+                .contains("after the closing")
+        );
         assert_eq!(array(&[b"  "]).unwrap_err().0, "file is empty");
     }
 

@@ -9,7 +9,7 @@ use super::json::{JsonArraySplitter, NdjsonSplitter, RawElement};
 use super::{FileError, MAX_LINE_BYTES, Reject};
 use crate::domain::Region;
 
-/// How much of the start of a file is looked at to recognise what it is.
+/// How much of the start of a file is checked for binary content.
 const SNIFF_BYTES: usize = 8 * 1024;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -84,7 +84,7 @@ enum State {
 }
 
 /// Reads a file pushed in chunks; never holds more than one record (plus
-/// the first [`SNIFF_BYTES`]).
+/// the first chunk).
 pub struct RowReader {
     hint: FormatHint,
     region: Option<Region>,
@@ -137,7 +137,10 @@ impl RowReader {
                 Ok(())
             }
             State::JsonArray(splitter) => splitter.finish(),
-            State::Ndjson { splitter, seen_first } => {
+            State::Ndjson {
+                splitter,
+                seen_first,
+            } => {
                 splitter.feed(&[], &mut |e| ndjson_line(e, seen_first, region, sink))?;
                 if !*seen_first {
                     return Err(FileError::new("file is empty"));
@@ -195,16 +198,18 @@ impl RowReader {
             State::JsonArray(splitter) => {
                 splitter.feed(chunk, &mut |e| json_element(e, region, sink))
             }
-            State::Ndjson { splitter, seen_first } => {
-                splitter.feed(chunk, &mut |e| ndjson_line(e, seen_first, region, sink))
-            }
+            State::Ndjson {
+                splitter,
+                seen_first,
+            } => splitter.feed(chunk, &mut |e| ndjson_line(e, seen_first, region, sink)),
         }
     }
 }
 
-/// Enough is buffered to recognise the format and, for CSV, read the header line.
+/// Enough is buffered to recognise the format and, for CSV, read the header
+/// line (the first chunk usually holds much more, and all of it is checked).
 fn sniff_ready(buf: &[u8]) -> bool {
-    buf.len() > MAX_LINE_BYTES || (buf.len() >= SNIFF_BYTES && buf.contains(&b'\n'))
+    buf.len() > MAX_LINE_BYTES || buf.contains(&b'\n')
 }
 
 /// Refuses what is clearly not a text file, naming what it looks like.
@@ -225,9 +230,7 @@ fn check_text(head: &[u8]) -> Result<(), FileError> {
         ));
     }
     if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
-        return Err(FileError::new(
-            "file is UTF-16 text: save it as UTF-8",
-        ));
+        return Err(FileError::new("file is UTF-16 text: save it as UTF-8"));
     }
     Ok(())
 }
@@ -323,11 +326,7 @@ fn json_object(element: RawElement<'_>, region: Option<Region>, sink: &mut impl 
         }
     };
     let Value::Object(object) = value else {
-        sink.reject(Reject::new(
-            element.line,
-            "not a JSON object",
-            element.raw,
-        ));
+        sink.reject(Reject::new(element.line, "not a JSON object", element.raw));
         return;
     };
     match json_row(&object, region) {
@@ -371,7 +370,10 @@ mod tests {
     }
 
     fn read(name: &str, text: &[u8], chunk: usize) -> Result<Collect, FileError> {
-        let mut reader = RowReader::new(FormatHint::from_object(name, None), Some("US".parse().unwrap()));
+        let mut reader = RowReader::new(
+            FormatHint::from_object(name, None),
+            Some("US".parse().unwrap()),
+        );
         let mut sink = Collect::default();
         for part in text.chunks(chunk) {
             reader.feed(part, &mut sink)?;
@@ -400,8 +402,16 @@ mod tests {
             assert_eq!(
                 got.rejects,
                 vec![
-                    (3, "invalid phone number \"+1555\": too short".to_owned(), "+1555;Bob;;".to_owned()),
-                    (4, "row has 2 fields, header has 4".to_owned(), "+14155552672;Cy".to_owned()),
+                    (
+                        3,
+                        "invalid phone number \"+1555\": too short".to_owned(),
+                        "+1555;Bob;;".to_owned()
+                    ),
+                    (
+                        4,
+                        "row has 2 fields, header has 4".to_owned(),
+                        "+14155552672;Cy".to_owned()
+                    ),
                 ]
             );
         }
@@ -413,7 +423,10 @@ mod tests {
                          {"phone_number": "+14155552672", "timezone": "Mars/Base"},
                          7, {"phone_number": }]"#;
         let got = read("users.json", array, 5).unwrap();
-        assert_eq!(got.rows, vec![(1, r#"+14155552671 {"vip":true} \N"#.to_owned())]);
+        assert_eq!(
+            got.rows,
+            vec![(1, r#"+14155552671 {"vip":true} \N"#.to_owned())]
+        );
         let reasons: Vec<(u64, &str)> = got.rejects.iter().map(|r| (r.0, r.1.as_str())).collect();
         assert_eq!(
             reasons,
@@ -423,9 +436,13 @@ mod tests {
                 (3, "invalid JSON: expected value"),
             ]
         );
-        let ndjson = b"{\"phone\": \"+14155552671\", \"consent\": \"opted_in\"}\n\n{\"phone\": 1}\n";
+        let ndjson =
+            b"{\"phone\": \"+14155552671\", \"consent\": \"opted_in\"}\n\n{\"phone\": 1}\n";
         let got = read("users.ndjson", ndjson, 3).unwrap();
-        assert_eq!(got.rows, vec![(1, r#"+14155552671 {} opted_in"#.to_owned())]);
+        assert_eq!(
+            got.rows,
+            vec![(1, r#"+14155552671 {} opted_in"#.to_owned())]
+        );
         assert_eq!(got.rejects[0].0, 3);
         // A .json name holding one object per line is NDJSON.
         assert_eq!(read("users.json", ndjson, 64).unwrap().rows.len(), 1);
@@ -435,7 +452,10 @@ mod tests {
     fn unreadable_files_fail_with_one_reason() {
         let reason = |name: &str, text: &[u8]| read(name, text, 100).err().map(|e| e.0);
         assert_eq!(reason("a.csv", b""), Some("file is empty".into()));
-        assert_eq!(reason("a.csv", b"\xEF\xBB\xBF \n"), Some("file is empty".into()));
+        assert_eq!(
+            reason("a.csv", b"\xEF\xBB\xBF \n"),
+            Some("file is empty".into())
+        );
         assert_eq!(
             reason("a.csv", b"name,email\nAda,a@x\n"),
             Some("no phone number column: expected one of phone_number, phone, msisdn, wa_id (header has name, email)".into())
@@ -452,19 +472,33 @@ mod tests {
             reason("a.json", b"phone\n+14155552671\n"),
             Some("not valid JSON: expected '[' (an array of objects) or '{' (one object per line) at the start, found 'p'".into())
         );
-        assert!(reason("a.json", b"[{\"phone\": \"+14155552671\"}").unwrap().contains("never closed"));
-        assert_eq!(reason("a.csv", b"phone\n"), None, "a header alone is an empty import");
+        assert!(
+            reason("a.json", b"[{\"phone\": \"+14155552671\"}")
+                .unwrap()
+                .contains("never closed")
+        );
+        assert_eq!(
+            reason("a.csv", b"phone\n"),
+            None,
+            "a header alone is an empty import"
+        );
     }
 
     #[test]
     fn formats_come_from_name_then_content_type() {
-        assert_eq!(FormatHint::from_object("x/Users.CSV", None), FormatHint::Csv);
+        assert_eq!(
+            FormatHint::from_object("x/Users.CSV", None),
+            FormatHint::Csv
+        );
         assert_eq!(FormatHint::from_object("x.jsonl", None), FormatHint::Json);
         assert_eq!(
             FormatHint::from_object("upload", Some("application/x-ndjson; charset=utf-8")),
             FormatHint::Json
         );
-        assert_eq!(FormatHint::from_object("upload", Some("text/csv")), FormatHint::Csv);
+        assert_eq!(
+            FormatHint::from_object("upload", Some("text/csv")),
+            FormatHint::Csv
+        );
         assert_eq!(FormatHint::from_object("upload", None), FormatHint::Unknown);
     }
 }

@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 const BATCH_BYTES: usize = 512 * 1024;
 /// Rejects are written in batches of at most this many.
 const REJECT_BATCH: usize = 1000;
-/// How often the `imports` row shows progress.
+/// How often the `imports` row shows progress, by default.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct ImportSettings {
     pub default_region: Option<Region>,
     /// Larger objects fail the import.
     pub max_bytes: u64,
+    /// How often the `imports` row is updated while the file is read.
+    pub progress_every: Duration,
 }
 
 impl Default for ImportSettings {
@@ -47,6 +49,7 @@ impl Default for ImportSettings {
         Self {
             default_region: None,
             max_bytes: DEFAULT_MAX_BYTES,
+            progress_every: PROGRESS_EVERY,
         }
     }
 }
@@ -224,7 +227,10 @@ impl Claimed {
         }
         let hint = FormatHint::from_object(
             &object.name,
-            object.content_type.as_deref().or(opened.content_type.as_deref()),
+            object
+                .content_type
+                .as_deref()
+                .or(opened.content_type.as_deref()),
         );
         let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
@@ -238,6 +244,7 @@ impl Claimed {
             self.import.id,
             batch_rx,
             stream,
+            settings.progress_every,
         );
         let (pumped, copied) = tokio::join!(pump, copy);
         let parsed = parser
@@ -386,6 +393,7 @@ async fn copy_batches(
     id: Uuid,
     mut batches: mpsc::Receiver<Batch>,
     stream: &mut StageStream,
+    progress_every: Duration,
 ) -> Result<Copied, Stop> {
     let statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
     let mut copy = conn.copy_in_raw(&statement).await?;
@@ -403,7 +411,7 @@ async fn copy_batches(
         bytes_read = batch.bytes_read;
         stream.progress.bytes_read = bytes_read;
         stream.rejects.extend(batch.rejects);
-        if stream.rejects.len() >= REJECT_BATCH || last_progress.elapsed() >= PROGRESS_EVERY {
+        if stream.rejects.len() >= REJECT_BATCH || last_progress.elapsed() >= progress_every {
             imports::insert_rejects(db, id, &stream.rejects).await?;
             stream.rejects.clear();
             imports::record_progress(db, id, stream.progress).await?;
@@ -430,7 +438,22 @@ fn parse(
 ) -> Result<&'static str, ParseStop> {
     let mut reader = RowReader::new(hint, region);
     let mut sink = BatchSink::default();
-    while let Some(chunk) = chunks.blocking_recv() {
+    loop {
+        let chunk = match chunks.try_recv() {
+            Ok(chunk) => chunk,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // The object arrives slower than it parses: send what is ready,
+                // so that progress shows while waiting.
+                if sink.rows_read > 0 {
+                    sink.flush(&batches)?;
+                }
+                match chunks.blocking_recv() {
+                    Some(chunk) => chunk,
+                    None => return Err(ParseStop::Closed),
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(ParseStop::Closed),
+        };
         match chunk {
             Chunk::Data(bytes) => {
                 sink.bytes_read += bytes.len() as u64;
@@ -451,7 +474,6 @@ fn parse(
             }
         }
     }
-    Err(ParseStop::Closed)
 }
 
 #[derive(Default)]

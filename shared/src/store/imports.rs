@@ -58,7 +58,10 @@ pub struct MergeCounts {
 
 /// The import of this object generation, created `running` the first time it is seen.
 #[tracing::instrument(skip_all, fields(generation = object.generation))]
-pub async fn claim(db: impl PgExecutor<'_> + Copy, object: &ObjectRef) -> Result<Import, sqlx::Error> {
+pub async fn claim(
+    db: impl PgExecutor<'_> + Copy,
+    object: &ObjectRef,
+) -> Result<Import, sqlx::Error> {
     let created: Option<Import> = sqlx::query_as(
         "insert into imports (bucket, object, generation, size_bytes) values ($1, $2, $3, $4)
          on conflict on constraint imports_object_generation_key do nothing
@@ -73,12 +76,14 @@ pub async fn claim(db: impl PgExecutor<'_> + Copy, object: &ObjectRef) -> Result
     match created {
         Some(import) => Ok(import),
         None => {
-            sqlx::query_as("select * from imports where bucket = $1 and object = $2 and generation = $3")
-                .bind(&object.bucket)
-                .bind(&object.name)
-                .bind(object.generation)
-                .fetch_one(db)
-                .await
+            sqlx::query_as(
+                "select * from imports where bucket = $1 and object = $2 and generation = $3",
+            )
+            .bind(&object.bucket)
+            .bind(&object.name)
+            .bind(object.generation)
+            .fetch_one(db)
+            .await
         }
     }
 }
@@ -120,7 +125,11 @@ pub async fn start_attempt(db: impl PgExecutor<'_>, id: Uuid) -> Result<Import, 
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn set_format(db: impl PgExecutor<'_>, id: Uuid, format: &str) -> Result<(), sqlx::Error> {
+pub async fn set_format(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    format: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("update imports set format = $2 where id = $1")
         .bind(id)
         .bind(format)
@@ -171,7 +180,10 @@ pub async fn insert_rejects(
     Ok(())
 }
 
-pub async fn rejects(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+pub async fn rejects(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
     sqlx::query_as(
         "select line_number, reason, raw_line from import_rejects where import_id = $1 order by line_number, id",
     )
