@@ -115,7 +115,7 @@ impl GcsObjects {
 
 #[async_trait::async_trait]
 impl ObjectSource for GcsObjects {
-    #[tracing::instrument(skip_all, fields(bucket, generation))]
+    #[tracing::instrument(skip_all, fields(bucket = %bucket, generation = generation))]
     async fn open(
         &self,
         bucket: &str,
@@ -182,7 +182,7 @@ impl LocalObjects {
 
 #[async_trait::async_trait]
 impl ObjectSource for LocalObjects {
-    #[tracing::instrument(skip_all, fields(bucket, generation))]
+    #[tracing::instrument(skip_all, fields(bucket = %bucket, generation = generation))]
     async fn open(
         &self,
         bucket: &str,

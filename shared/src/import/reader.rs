@@ -73,7 +73,7 @@ enum State {
     /// Collecting the first bytes to recognise the format.
     Sniffing(Vec<u8>),
     Csv {
-        splitter: CsvSplitter,
+        splitter: Box<CsvSplitter>,
         columns: Option<Columns>,
     },
     JsonArray(JsonArraySplitter),
@@ -172,7 +172,7 @@ impl RowReader {
             Format::Csv => {
                 let first_line = head.split(|&b| b == b'\n').next().unwrap_or(head);
                 State::Csv {
-                    splitter: CsvSplitter::new(sniff_delimiter(first_line)),
+                    splitter: Box::new(CsvSplitter::new(sniff_delimiter(first_line))),
                     columns: None,
                 }
             }
