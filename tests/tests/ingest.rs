@@ -452,6 +452,31 @@ async fn an_import_interrupted_between_staging_and_merge_reruns_cleanly(db: PgPo
     );
 }
 
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn an_import_that_keeps_dying_is_given_up(db: PgPool) {
+    let inbox = Inbox::new();
+    let router = local_router(&db, &inbox);
+    let object = inbox.put("poison.csv", "phone\n+14155552671\n");
+    sqlx::query(
+        "insert into imports (bucket, object, generation, attempts) values ($1, $2, $3, $4)",
+    )
+    .bind(&object.bucket)
+    .bind(&object.name)
+    .bind(object.generation)
+    .bind(shared::import::run::MAX_ATTEMPTS)
+    .execute(&db)
+    .await
+    .unwrap();
+    let (status, body) = deliver(&router, finalized(&object)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "failed");
+    assert_eq!(
+        body["failure_reason"],
+        "the import was started 5 times and never finished (the worker or the database failed each time; see the logs)"
+    );
+    assert_eq!(count(&db, "select count(*) from users").await, 0);
+}
+
 /// An object that sends its first part, then waits for the test.
 struct Gated {
     first: Bytes,

@@ -63,6 +63,12 @@ impl Columns {
                     i + 1
                 )));
             }
+            if name.contains('\0') {
+                return Err(FileError::new(format!(
+                    "header column {} contains a NUL character",
+                    i + 1
+                )));
+            }
             if names[..i].iter().any(|n| n.eq_ignore_ascii_case(name)) {
                 return Err(FileError::new(format!("header has column {name:?} twice")));
             }
@@ -177,7 +183,7 @@ pub fn json_row(object: &Map<String, Value>, region: Option<Region>) -> Result<R
         {
             continue;
         }
-        if value_has_nul(value) {
+        if key.contains('\0') || value_has_nul(value) {
             return Err(format!("{key:?} contains a NUL character"));
         }
         if name.eq_ignore_ascii_case(CONSENT_COLUMN) {
@@ -226,7 +232,16 @@ fn parse_phone(
     } else {
         PhoneNumber::parse(value, region)
     };
-    parsed.map_err(|e| e.to_string())
+    let phone = parsed.map_err(|e| e.to_string())?;
+    // What `users` accepts (users_phone_number_e164); a valid number always
+    // fits, and a row that would not must not fail the whole merge.
+    let digits = phone.as_str().len() - 1;
+    if !(7..=15).contains(&digits) {
+        return Err(format!(
+            "phone number {value:?} has {digits} digits; E.164 allows 7 to 15"
+        ));
+    }
+    Ok(phone)
 }
 
 fn parse_consent(value: &str) -> Result<Option<Consent>, String> {
@@ -415,6 +430,12 @@ mod tests {
         let names: Vec<&str> = row.attributes.iter().map(|(k, _)| *k).collect();
         assert_eq!(names, vec!["age", "tags"]);
 
+        let nul_key: Map<String, Value> =
+            serde_json::from_str(r#"{"phone": "+14155552671", "a\u0000b": 1}"#).unwrap();
+        assert_eq!(
+            json_row(&nul_key, None).unwrap_err(),
+            "\"a\\0b\" contains a NUL character"
+        );
         let no_phone: Map<String, Value> = serde_json::from_str(r#"{"name": "Ada"}"#).unwrap();
         assert!(
             json_row(&no_phone, None)

@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 const BATCH_BYTES: usize = 512 * 1024;
 /// Rejects are written in batches of at most this many.
 const REJECT_BATCH: usize = 1000;
+/// An import started this many times without finishing is failed rather than
+/// run again: whatever kills it (a crash, a database error) would again.
+pub const MAX_ATTEMPTS: i32 = 5;
 /// How often the `imports` row shows progress, by default.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -127,6 +130,16 @@ impl Importer {
             .ok_or(sqlx::Error::RowNotFound)?;
         if import.is_finished() {
             let _ = conn.close().await;
+            return Ok(Claim::Finished(import));
+        }
+        if import.attempts >= MAX_ATTEMPTS {
+            let reason = format!(
+                "the import was started {} times and never finished (the worker or the database failed each time; see the logs)",
+                import.attempts
+            );
+            let import = imports::fail(&mut conn, import.id, &reason, Progress::default()).await?;
+            let _ = conn.close().await;
+            tracing::error!(attempts = import.attempts, "import given up");
             return Ok(Claim::Finished(import));
         }
         if import.attempts > 0 {

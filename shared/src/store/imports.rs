@@ -100,6 +100,16 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Import>, sq
 /// however it ends.
 #[tracing::instrument(skip_all)]
 pub async fn try_lock(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    // If the worker's host vanishes without closing the connection, the server
+    // notices within about a minute and releases the lock (TCP keepalives; no
+    // effect over a Unix socket, where the socket's end is always noticed).
+    sqlx::query(
+        "select set_config('tcp_keepalives_idle', '30', false),
+                set_config('tcp_keepalives_interval', '10', false),
+                set_config('tcp_keepalives_count', '3', false)",
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended('import:' || $1::text, 0))")
         .bind(id)
         .fetch_one(conn)
