@@ -88,6 +88,7 @@ pub async fn claim(
     }
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Import>, sqlx::Error> {
     sqlx::query_as("select * from imports where id = $1")
         .bind(id)
