@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod gcp;
 pub mod http;
+pub mod import;
 pub mod ratelimit;
 pub mod segment;
 pub mod store;

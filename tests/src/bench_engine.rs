@@ -168,11 +168,7 @@ pub async fn sender_path() -> anyhow::Result<()> {
                     .get(i)
                     .ok_or_else(|| anyhow::anyhow!("out of messages"))?;
                 let payload = serde_json::to_vec(&SendTask { message_id: id })?;
-                let envelope = PushEnvelope::wrap(
-                    &payload,
-                    i.to_string(),
-                    "projects/bench/subscriptions/send",
-                );
+                let envelope = PushEnvelope::wrap(i.to_string(), &payload, Default::default());
                 let response = client
                     .post(format!("http://{addr}/pubsub/push"))
                     .json(&envelope)

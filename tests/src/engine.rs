@@ -155,11 +155,7 @@ pub fn sender(
 /// A push of one send task, as Pub/Sub delivers it.
 pub fn push_request(message_id: Uuid) -> Request<Body> {
     let payload = serde_json::to_vec(&SendTask { message_id }).unwrap();
-    let envelope = PushEnvelope::wrap(
-        &payload,
-        Uuid::new_v4().to_string(),
-        "projects/p/subscriptions/send",
-    );
+    let envelope = PushEnvelope::wrap(Uuid::new_v4().to_string(), &payload, Default::default());
     Request::post("/pubsub/push")
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(&envelope).unwrap()))

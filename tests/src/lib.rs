@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests and the benchmarks: signed Twilio
-//! requests, routers wired like production, and database fixtures.
+//! requests, routers wired like production, database fixtures, storage
+//! events and the Cloud Storage emulator.
 
 use axum::Router;
 use shared::config::{Env, TwilioWebhookConfig};
@@ -8,9 +9,12 @@ use sqlx::PgPool;
 
 pub mod bench;
 pub mod bench_engine;
+pub mod bench_ingest;
 pub mod bench_webhooks;
 pub mod engine;
+pub mod fake_gcs;
 pub mod fixtures;
+pub mod ingest;
 pub mod pubsub_emulator;
 
 /// The auth token the test Twilio account signs with.

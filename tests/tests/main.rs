@@ -9,6 +9,7 @@ mod api_support;
 mod api_templates;
 mod api_users;
 mod fanout;
+mod ingest;
 mod journey;
 mod pubsub;
 mod segments;

@@ -461,7 +461,7 @@ async fn a_malformed_envelope_is_400(db: PgPool) {
     let (code, body) = send(&router, bad).await;
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert!(body.contains("\"field\":\"message\""), "{body}");
-    let payload = shared::gcp::PushEnvelope::wrap(b"not json", "1".into(), "s");
+    let payload = shared::gcp::PushEnvelope::wrap("1", b"not json", Default::default());
     let req = axum::http::Request::post("/pubsub/push")
         .body(axum::body::Body::from(
             serde_json::to_vec(&payload).unwrap(),

@@ -46,11 +46,8 @@ impl InProcessQueue {
 
 async fn deliver(http: &reqwest::Client, url: &str, task: SendTask, n: u64) {
     let payload = serde_json::to_vec(&task).expect("a task serializes");
-    let envelope = PushEnvelope::wrap(
-        &payload,
-        n.to_string(),
-        "projects/local/subscriptions/send-tasks",
-    );
+    let mut envelope = PushEnvelope::wrap(n.to_string(), &payload, Default::default());
+    envelope.subscription = "projects/local/subscriptions/send-tasks".into();
     let mut backoff = Duration::from_millis(500);
     for attempt in 1..=MAX_DELIVERIES {
         match http.post(url).json(&envelope).send().await {

@@ -74,7 +74,7 @@ impl PhoneNumber {
                 _ => PhoneError::NotANumber(raw.to_owned()),
             }
         })?;
-        if !phonenumber::is_valid(&parsed) {
+        if !validity::is_valid(&parsed) {
             // No region has subscriber numbers this short or long; anything
             // between is a number its region does not issue.
             let national_digits = parsed.national().value().to_string().len();
@@ -105,6 +105,122 @@ impl PhoneNumber {
     /// The number with its middle hidden, for logs: `+1415*****23`.
     pub fn masked(&self) -> String {
         mask(&self.0)
+    }
+}
+
+/// libphonenumber's validity rule, as `phonenumber::is_valid` applies it, with
+/// the metadata's patterns compiled once per thread.
+///
+/// The crate's own regex cache hashes a pattern's whole text (some are kilobytes)
+/// under one process-wide lock on every match; that made validation most of an
+/// import's CPU time and serialised it across threads. The rule is the same:
+/// the number's region (by leading digits, or by type match when a calling
+/// code has several regions), then the general pattern and at least one type
+/// pattern. `same_verdict_as_phonenumber` checks both agree.
+mod validity {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+    use regex::{Regex, RegexBuilder};
+    use regex_cache::CachedRegex;
+
+    /// Keys are addresses of patterns in the static metadata database.
+    #[derive(Default)]
+    struct AddressHasher(u64);
+
+    impl Hasher for AddressHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            }
+        }
+        fn write_usize(&mut self, n: usize) {
+            self.0 = (n as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    type Compiled = HashMap<usize, Option<Regex>, BuildHasherDefault<AddressHasher>>;
+
+    thread_local! {
+        static COMPILED: RefCell<Compiled> = RefCell::new(Compiled::default());
+    }
+
+    pub fn is_valid(number: &phonenumber::PhoneNumber) -> bool {
+        let code = number.country().code();
+        let national = number.national().to_string();
+        metadata_for(code, &national).is_some_and(|meta| has_type(meta, &national))
+    }
+
+    /// The metadata the number is validated against (`validator::source_for`).
+    fn metadata_for(code: u16, national: &str) -> Option<&'static Metadata> {
+        let regions = DATABASE.region(&code)?;
+        if let [only] = regions[..] {
+            if only == "001" {
+                return DATABASE.by_code(&code)?.into_iter().next();
+            }
+            only.parse::<phonenumber::country::Id>().ok()?;
+            return DATABASE.by_id(only);
+        }
+        regions.into_iter().find_map(|region| {
+            let meta = DATABASE.by_id(region)?;
+            let found = match meta.leading_digits() {
+                Some(pattern) => starts_with_match(pattern, national),
+                None => has_type(meta, national),
+            };
+            found.then_some(meta)
+        })
+    }
+
+    /// `validator::number_type(meta, value) != Type::Unknown`.
+    fn has_type(meta: &Metadata, value: &str) -> bool {
+        let d = meta.descriptors();
+        matches(d.general(), value)
+            && [
+                d.premium_rate(),
+                d.toll_free(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+                d.fixed_line(),
+                d.mobile(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|desc| matches(desc, value))
+    }
+
+    /// `Descriptor::is_match`.
+    fn matches(desc: &Descriptor, value: &str) -> bool {
+        let lengths = desc.possible_length();
+        (lengths.is_empty() || lengths.contains(&(value.len() as u16)))
+            && starts_with_match(desc.national_number(), value)
+    }
+
+    /// A match starting at 0, as `pattern.find(value).start() == 0`.
+    fn starts_with_match(pattern: &CachedRegex, value: &str) -> bool {
+        let key = std::ptr::from_ref(pattern) as usize;
+        COMPILED.with(|compiled| {
+            let mut compiled = compiled.borrow_mut();
+            let regex = compiled.entry(key).or_insert_with(|| {
+                // The metadata's patterns are written for extended mode, as the crate compiles them.
+                RegexBuilder::new(&format!("^(?:{}\n)", pattern.as_str()))
+                    .ignore_whitespace(true)
+                    .build()
+                    .ok()
+            });
+            match regex {
+                Some(regex) => regex.is_match(value),
+                None => pattern.find(value).is_some_and(|m| m.start() == 0),
+            }
+        })
     }
 }
 
@@ -189,6 +305,54 @@ mod tests {
         assert_eq!(n.to_string(), "+1415*****71");
         assert_eq!(format!("{n:?}"), "PhoneNumber(+1415*****71)");
         assert_eq!(mask("+123"), "****");
+    }
+
+    /// Every example number of every region, and numbers one digit shorter,
+    /// longer or changed, get the same verdict as `phonenumber::is_valid`.
+    #[test]
+    fn same_verdict_as_phonenumber() {
+        use phonenumber::metadata::DATABASE;
+        let mut checked = 0;
+        for meta in DATABASE.iter() {
+            let d = meta.descriptors();
+            let examples = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.voip(),
+                d.uan(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(|desc| desc.example());
+            for example in examples {
+                let mut variants = vec![
+                    example.to_owned(),
+                    format!("{example}7"),
+                    example[..example.len() - 1].to_owned(),
+                ];
+                for (i, digit) in ["1", "5", "9"].iter().enumerate() {
+                    let at = i.min(example.len() - 1);
+                    variants.push(format!("{}{digit}{}", &example[..at], &example[at + 1..]));
+                }
+                for national in variants {
+                    let text = format!("+{}{national}", meta.country_code());
+                    let Ok(parsed) = phonenumber::parse(None, &text) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        validity::is_valid(&parsed),
+                        phonenumber::is_valid(&parsed),
+                        "{text} ({})",
+                        meta.id()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5000, "only {checked} numbers checked");
     }
 
     #[test]

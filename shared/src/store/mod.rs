@@ -3,6 +3,7 @@
 
 pub mod campaigns;
 pub mod dispatch;
+pub mod imports;
 pub mod imports_read;
 pub mod inbound_messages;
 pub mod messages;

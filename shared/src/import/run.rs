@@ -1,0 +1,525 @@
+//! Running one import: claim → stage → merge.
+//!
+//! Crash safety: rows are `COPY`ed into a temporary staging table on the
+//! import's own database session, and merged into `users` in one transaction
+//! at the end, together with the import's completion. Until that commit
+//! nothing of the file is visible; if the worker dies at any point, its
+//! session ends, which drops the staging table and releases the import's
+//! advisory lock, and the redelivered event re-runs the import from the start.
+//! A finished import (completed or failed) is never run again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::copy::{COLUMNS, encode_row};
+use super::reader::{FormatHint, RowReader, RowSink};
+use super::{FileError, Reject, Row};
+use crate::domain::Region;
+use crate::gcp::{ObjectError, ObjectRef, ObjectSource};
+use crate::store::imports::{self, Import, MergeCounts, Progress};
+
+/// `MAX_IMPORT_BYTES` by default: 2 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// COPY data is sent in batches of about this size.
+const BATCH_BYTES: usize = 512 * 1024;
+/// Rejects are written in batches of at most this many.
+const REJECT_BATCH: usize = 1000;
+/// An import started this many times without finishing is failed rather than
+/// run again: whatever kills it (a crash, a database error) would again.
+pub const MAX_ATTEMPTS: i32 = 5;
+/// How often the `imports` row shows progress, by default.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    /// For national numbers.
+    pub default_region: Option<Region>,
+    /// Larger objects fail the import.
+    pub max_bytes: u64,
+    /// How often the `imports` row is updated while the file is read.
+    pub progress_every: Duration,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self {
+            default_region: None,
+            max_bytes: DEFAULT_MAX_BYTES,
+            progress_every: PROGRESS_EVERY,
+        }
+    }
+}
+
+/// Infrastructure trouble: the event should be redelivered and the import re-run.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Object(ObjectError),
+    #[error("the file parser stopped unexpectedly: {0}")]
+    Parser(String),
+}
+
+/// What became of an event.
+#[derive(Debug)]
+pub enum Outcome {
+    /// This call ran the import to its end: completed, or failed for a reason in the file.
+    Finished(Import),
+    /// The import had already finished: nothing was done.
+    AlreadyFinished(Import),
+    /// Another worker is running this import right now.
+    InProgress(Uuid),
+}
+
+/// Runs imports: where objects come from, where users go.
+#[derive(Clone)]
+pub struct Importer {
+    pub db: PgPool,
+    pub objects: Arc<dyn ObjectSource>,
+    pub settings: ImportSettings,
+}
+
+impl Importer {
+    pub fn new(db: PgPool, objects: Arc<dyn ObjectSource>, settings: ImportSettings) -> Self {
+        Self {
+            db,
+            objects,
+            settings,
+        }
+    }
+
+    /// Imports one object generation, or notes that it needs nothing.
+    #[tracing::instrument(skip_all, fields(generation = object.generation, import_id))]
+    pub async fn import(&self, object: &ObjectRef) -> Result<Outcome, ImportError> {
+        let claimed = match self.claim(object).await? {
+            Claim::Run(claimed) => claimed,
+            Claim::Finished(import) => return Ok(Outcome::AlreadyFinished(import)),
+            Claim::Busy(id) => return Ok(Outcome::InProgress(id)),
+        };
+        match claimed.stage().await? {
+            Staging::Staged(staged) => Ok(Outcome::Finished(staged.merge().await?)),
+            Staging::Failed(import) => Ok(Outcome::Finished(import)),
+        }
+    }
+
+    /// Claims the import of `object` for this worker: it holds the import's
+    /// lock until the returned value is dropped.
+    pub async fn claim(&self, object: &ObjectRef) -> Result<Claim, ImportError> {
+        let import = imports::claim(&self.db, object).await?;
+        tracing::Span::current().record("import_id", tracing::field::display(import.id));
+        if import.is_finished() {
+            return Ok(Claim::Finished(import));
+        }
+        // A session of its own, closed (not returned to the pool) when the
+        // import ends: the lock and the staging table go with it.
+        let mut conn = PoolConnection::<Postgres>::detach(self.db.acquire().await?);
+        if !imports::try_lock(&mut conn, import.id).await? {
+            let _ = conn.close().await;
+            return Ok(Claim::Busy(import.id));
+        }
+        let import = imports::get(&mut conn, import.id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        if import.is_finished() {
+            let _ = conn.close().await;
+            return Ok(Claim::Finished(import));
+        }
+        if import.attempts >= MAX_ATTEMPTS {
+            let reason = format!(
+                "the import was started {} times and never finished (the worker or the database failed each time; see the logs)",
+                import.attempts
+            );
+            let import = imports::fail(&mut conn, import.id, &reason, Progress::default()).await?;
+            let _ = conn.close().await;
+            tracing::error!(attempts = import.attempts, "import given up");
+            return Ok(Claim::Finished(import));
+        }
+        if import.attempts > 0 {
+            tracing::warn!(
+                attempt = import.attempts + 1,
+                "re-running an import that did not finish"
+            );
+        }
+        let import = imports::start_attempt(&mut conn, import.id).await?;
+        Ok(Claim::Run(Claimed {
+            importer: self.clone(),
+            conn,
+            import,
+            object: object.clone(),
+        }))
+    }
+}
+
+/// The result of [`Importer::claim`].
+pub enum Claim {
+    Run(Claimed),
+    Finished(Import),
+    Busy(Uuid),
+}
+
+/// An import this worker holds the lock of.
+pub struct Claimed {
+    importer: Importer,
+    conn: PgConnection,
+    import: Import,
+    object: ObjectRef,
+}
+
+/// The result of [`Claimed::stage`].
+pub enum Staging {
+    Staged(Staged),
+    /// The file cannot be read: the import is failed with the reason.
+    Failed(Import),
+}
+
+/// Every row of the file is in the staging table; nothing is merged yet.
+pub struct Staged {
+    conn: PgConnection,
+    import: Import,
+    progress: Progress,
+    started: Instant,
+}
+
+impl Claimed {
+    pub fn import(&self) -> &Import {
+        &self.import
+    }
+
+    /// Reads the whole object into the staging table.
+    #[tracing::instrument(skip_all, fields(import_id = %self.import.id))]
+    pub async fn stage(mut self) -> Result<Staging, ImportError> {
+        let started = Instant::now();
+        let id = self.import.id;
+        let db = self.importer.db.clone();
+        let mut stream = StageStream::default();
+        let result = self.stage_inner(&mut stream).await;
+        if result.is_ok() {
+            return Ok(Staging::Staged(Staged {
+                conn: self.conn,
+                import: self.import,
+                progress: stream.progress,
+                started,
+            }));
+        }
+        let _ = self.conn.close().await;
+        match result {
+            Ok(()) => unreachable!("returned above"),
+            Err(Stop::File(reason)) => {
+                imports::insert_rejects(&db, id, &stream.rejects).await?;
+                let import = imports::fail(&db, id, &reason.0, stream.progress).await?;
+                tracing::warn!(reason = %reason, "import failed: the file cannot be read");
+                Ok(Staging::Failed(import))
+            }
+            Err(Stop::Retry(e)) => Err(e),
+        }
+    }
+
+    async fn stage_inner(&mut self, stream: &mut StageStream) -> Result<(), Stop> {
+        let settings = &self.importer.settings;
+        let object = &self.object;
+        if let Some(size) = object.size {
+            check_size(size, settings.max_bytes)?;
+        }
+        imports::create_staging(&mut self.conn).await?;
+        let opened = self
+            .importer
+            .objects
+            .open(&object.bucket, &object.name, object.generation)
+            .await
+            .map_err(Stop::from_object)?;
+        if let Some(size) = opened.size {
+            check_size(size, settings.max_bytes)?;
+        }
+        let hint = FormatHint::from_object(
+            &object.name,
+            object
+                .content_type
+                .as_deref()
+                .or(opened.content_type.as_deref()),
+        );
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
+        let region = settings.default_region;
+        let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, hint, region));
+
+        let pump = pump(opened.body, chunk_tx, settings.max_bytes);
+        let copy = copy_batches(
+            &mut self.conn,
+            &self.importer.db,
+            self.import.id,
+            batch_rx,
+            stream,
+            settings.progress_every,
+        );
+        let (pumped, copied) = tokio::join!(pump, copy);
+        let parsed = parser
+            .await
+            .map_err(|e| Stop::Retry(ImportError::Parser(e.to_string())))?;
+        // The first cause wins: a read error or a file error stops the parser,
+        // which ends the copy.
+        pumped?;
+        let copied = copied?;
+        stream.progress.bytes_read = copied.bytes_read.max(stream.progress.bytes_read);
+        let format = match parsed {
+            Ok(format) => format,
+            Err(ParseStop::File(e)) => return Err(Stop::File(e)),
+            Err(ParseStop::Closed) => {
+                return Err(Stop::Retry(ImportError::Parser(
+                    "its input or output closed early".into(),
+                )));
+            }
+        };
+        imports::set_format(&self.importer.db, self.import.id, format).await?;
+        imports::insert_rejects(&self.importer.db, self.import.id, &stream.rejects).await?;
+        stream.rejects.clear();
+        Ok(())
+    }
+}
+
+impl Staged {
+    pub fn import(&self) -> &Import {
+        &self.import
+    }
+
+    /// Merges the staged rows and completes the import, in one transaction.
+    #[tracing::instrument(skip_all, fields(import_id = %self.import.id))]
+    pub async fn merge(mut self) -> Result<Import, ImportError> {
+        let id = self.import.id;
+        let mut tx = self.conn.begin().await?;
+        let counts: MergeCounts = imports::merge_staged(&mut tx, id).await?;
+        let import = imports::complete(&mut *tx, id, self.progress, counts).await?;
+        imports::drop_staging(&mut tx).await?;
+        tx.commit().await?;
+        let _ = self.conn.close().await;
+        let seconds = self.started.elapsed().as_secs_f64();
+        tracing::info!(
+            bucket = %import.bucket,
+            generation = import.generation,
+            format = import.format.as_deref().unwrap_or(""),
+            rows_read = import.rows_read,
+            inserted = import.inserted,
+            updated = import.updated,
+            unchanged = import.unchanged,
+            duplicates = import.duplicates,
+            rejected = import.rejected,
+            consent_changes = counts.consent_changes,
+            seconds,
+            rows_per_second = (import.rows_read as f64 / seconds.max(1e-9)).round(),
+            "import completed"
+        );
+        Ok(import)
+    }
+}
+
+/// Why staging stopped.
+enum Stop {
+    File(FileError),
+    Retry(ImportError),
+}
+
+impl Stop {
+    fn from_object(e: ObjectError) -> Self {
+        match e {
+            ObjectError::NotFound { .. } | ObjectError::BadName(_) => {
+                Self::File(FileError::new(e.to_string()))
+            }
+            ObjectError::Read(_) => Self::Retry(ImportError::Object(e)),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Stop {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Retry(e.into())
+    }
+}
+
+fn check_size(size: u64, max: u64) -> Result<(), Stop> {
+    if size > max {
+        return Err(Stop::File(FileError::new(format!(
+            "file is {size} bytes, over the limit of {max} bytes (MAX_IMPORT_BYTES)"
+        ))));
+    }
+    Ok(())
+}
+
+/// What the staging has seen so far.
+#[derive(Default)]
+struct StageStream {
+    progress: Progress,
+    rejects: Vec<Reject>,
+}
+
+/// The object's bytes on their way to the parser.
+enum Chunk {
+    Data(Bytes),
+    /// The object was read to its end; anything else closing the channel is an abort.
+    End,
+}
+
+/// Parsed rows on their way to the database.
+struct Batch {
+    copy: Vec<u8>,
+    rejects: Vec<Reject>,
+    rows_read: u64,
+    rejected: u64,
+    bytes_read: u64,
+}
+
+/// Streams the object into the parser, enforcing the size limit.
+async fn pump(
+    mut body: crate::gcp::objects::ByteStream,
+    tx: mpsc::Sender<Chunk>,
+    max_bytes: u64,
+) -> Result<(), Stop> {
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(Stop::from_object)?;
+        total += chunk.len() as u64;
+        check_size(total, max_bytes)?;
+        if tx.send(Chunk::Data(chunk)).await.is_err() {
+            // The parser stopped (a file error); it says why.
+            return Ok(());
+        }
+    }
+    let _ = tx.send(Chunk::End).await;
+    Ok(())
+}
+
+struct Copied {
+    bytes_read: u64,
+}
+
+/// Sends the parser's batches into `COPY` on the import's session, writes
+/// rejects and progress through the pool.
+async fn copy_batches(
+    conn: &mut PgConnection,
+    db: &PgPool,
+    id: Uuid,
+    mut batches: mpsc::Receiver<Batch>,
+    stream: &mut StageStream,
+    progress_every: Duration,
+) -> Result<Copied, Stop> {
+    let statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
+    let mut copy = conn.copy_in_raw(&statement).await?;
+    let mut last_progress = Instant::now();
+    let mut bytes_read = 0;
+    while let Some(batch) = batches.recv().await {
+        if !batch.copy.is_empty()
+            && let Err(e) = copy.send(batch.copy).await
+        {
+            let _ = copy.abort("import stopped").await;
+            return Err(e.into());
+        }
+        stream.progress.rows_read += batch.rows_read;
+        stream.progress.rejected += batch.rejected;
+        bytes_read = batch.bytes_read;
+        stream.progress.bytes_read = bytes_read;
+        stream.rejects.extend(batch.rejects);
+        if stream.rejects.len() >= REJECT_BATCH || last_progress.elapsed() >= progress_every {
+            imports::insert_rejects(db, id, &stream.rejects).await?;
+            stream.rejects.clear();
+            imports::record_progress(db, id, stream.progress).await?;
+            last_progress = Instant::now();
+        }
+    }
+    copy.finish().await?;
+    Ok(Copied { bytes_read })
+}
+
+#[derive(Debug)]
+enum ParseStop {
+    File(FileError),
+    /// The pump or the copy went away: they report why.
+    Closed,
+}
+
+/// The parser thread: bytes in, COPY batches out.
+fn parse(
+    mut chunks: mpsc::Receiver<Chunk>,
+    batches: mpsc::Sender<Batch>,
+    hint: FormatHint,
+    region: Option<Region>,
+) -> Result<&'static str, ParseStop> {
+    let mut reader = RowReader::new(hint, region);
+    let mut sink = BatchSink::default();
+    loop {
+        let chunk = match chunks.try_recv() {
+            Ok(chunk) => chunk,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // The object arrives slower than it parses: send what is ready,
+                // so that progress shows while waiting.
+                if sink.rows_read > 0 {
+                    sink.flush(&batches)?;
+                }
+                match chunks.blocking_recv() {
+                    Some(chunk) => chunk,
+                    None => return Err(ParseStop::Closed),
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(ParseStop::Closed),
+        };
+        match chunk {
+            Chunk::Data(bytes) => {
+                sink.bytes_read += bytes.len() as u64;
+                let fed = reader.feed(&bytes, &mut sink);
+                if let Err(e) = fed {
+                    sink.flush(&batches)?;
+                    return Err(ParseStop::File(e));
+                }
+                if sink.copy.len() >= BATCH_BYTES || sink.rejects.len() >= REJECT_BATCH {
+                    sink.flush(&batches)?;
+                }
+            }
+            Chunk::End => {
+                let finished = reader.finish(&mut sink);
+                sink.flush(&batches)?;
+                finished.map_err(ParseStop::File)?;
+                return Ok(reader.format().map_or("csv", |f| f.as_str()));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct BatchSink {
+    copy: Vec<u8>,
+    rejects: Vec<Reject>,
+    rows_read: u64,
+    rejected: u64,
+    bytes_read: u64,
+}
+
+impl BatchSink {
+    fn flush(&mut self, batches: &mpsc::Sender<Batch>) -> Result<(), ParseStop> {
+        let batch = Batch {
+            copy: std::mem::replace(&mut self.copy, Vec::with_capacity(BATCH_BYTES + 64 * 1024)),
+            rejects: std::mem::take(&mut self.rejects),
+            rows_read: std::mem::take(&mut self.rows_read),
+            rejected: std::mem::take(&mut self.rejected),
+            bytes_read: self.bytes_read,
+        };
+        batches.blocking_send(batch).map_err(|_| ParseStop::Closed)
+    }
+}
+
+impl RowSink for BatchSink {
+    fn row(&mut self, line: u64, row: Row<'_>) {
+        self.rows_read += 1;
+        encode_row(line, &row, &mut self.copy);
+    }
+
+    fn reject(&mut self, reject: Reject) {
+        self.rows_read += 1;
+        self.rejected += 1;
+        self.rejects.push(reject);
+    }
+}

@@ -1,0 +1,363 @@
+//! `imports` (one row per object generation), `import_rejects`, and the
+//! per-import staging table the rows are copied into before the merge.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::gcp::ObjectRef;
+use crate::import::Reject;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Import {
+    pub id: Uuid,
+    pub bucket: String,
+    pub object: String,
+    pub generation: i64,
+    pub state: String,
+    pub failure_reason: Option<String>,
+    pub format: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub bytes_read: i64,
+    pub rows_read: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+    pub attempts: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Import {
+    /// Completed or failed: a redelivered event has nothing left to do.
+    pub fn is_finished(&self) -> bool {
+        self.state != "running"
+    }
+}
+
+/// How far reading has got, written while an import runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub bytes_read: u64,
+    pub rows_read: u64,
+    pub rejected: u64,
+}
+
+/// What the merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct MergeCounts {
+    pub inserted: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub duplicates: i64,
+    pub consent_changes: i64,
+}
+
+/// The import of this object generation, created `running` the first time it is seen.
+#[tracing::instrument(skip_all, fields(generation = object.generation))]
+pub async fn claim(
+    db: impl PgExecutor<'_> + Copy,
+    object: &ObjectRef,
+) -> Result<Import, sqlx::Error> {
+    let created: Option<Import> = sqlx::query_as(
+        "insert into imports (bucket, object, generation, size_bytes) values ($1, $2, $3, $4)
+         on conflict on constraint imports_object_generation_key do nothing
+         returning *",
+    )
+    .bind(&object.bucket)
+    .bind(&object.name)
+    .bind(object.generation)
+    .bind(object.size.and_then(|s| i64::try_from(s).ok()))
+    .fetch_optional(db)
+    .await?;
+    match created {
+        Some(import) => Ok(import),
+        None => {
+            sqlx::query_as(
+                "select * from imports where bucket = $1 and object = $2 and generation = $3",
+            )
+            .bind(&object.bucket)
+            .bind(&object.name)
+            .bind(object.generation)
+            .fetch_one(db)
+            .await
+        }
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Import>, sqlx::Error> {
+    sqlx::query_as("select * from imports where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Takes the import's lock for this session; `false` when another session
+/// (a worker still running it) holds it. Released when the session ends,
+/// however it ends.
+#[tracing::instrument(skip_all)]
+pub async fn try_lock(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    // If the worker's host vanishes without closing the connection, the server
+    // notices within about a minute and releases the lock (TCP keepalives; no
+    // effect over a Unix socket, where the socket's end is always noticed).
+    sqlx::query(
+        "select set_config('tcp_keepalives_idle', '30', false),
+                set_config('tcp_keepalives_interval', '10', false),
+                set_config('tcp_keepalives_count', '3', false)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended('import:' || $1::text, 0))")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Starts (or restarts, after a crash) a run: forgets what an earlier run
+/// recorded, counts the attempt.
+#[tracing::instrument(skip_all)]
+pub async fn start_attempt(db: impl PgExecutor<'_>, id: Uuid) -> Result<Import, sqlx::Error> {
+    sqlx::query_as(
+        "with cleared as (delete from import_rejects where import_id = $1)
+         update imports set state = 'running', failure_reason = null, format = null,
+             bytes_read = 0, rows_read = 0, inserted = 0, updated = 0, unchanged = 0,
+             duplicates = 0, rejected = 0, attempts = attempts + 1,
+             started_at = now(), finished_at = null
+         where id = $1
+         returning *",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn set_format(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    format: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update imports set format = $2 where id = $1")
+        .bind(id)
+        .bind(format)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn record_progress(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    progress: Progress,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update imports set bytes_read = $2, rows_read = $3, rejected = $4 where id = $1")
+        .bind(id)
+        .bind(to_i64(progress.bytes_read))
+        .bind(to_i64(progress.rows_read))
+        .bind(to_i64(progress.rejected))
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Stores rejects, set-based.
+#[tracing::instrument(skip_all, fields(n = rejects.len()))]
+pub async fn insert_rejects(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    rejects: &[Reject],
+) -> Result<(), sqlx::Error> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<i64> = rejects.iter().map(|r| to_i64(r.line)).collect();
+    let raws: Vec<&str> = rejects.iter().map(|r| r.raw.as_str()).collect();
+    let reasons: Vec<&str> = rejects.iter().map(|r| r.reason.as_str()).collect();
+    sqlx::query(
+        "insert into import_rejects (import_id, line_number, raw_line, reason)
+         select $1, * from unnest($2::bigint[], $3::text[], $4::text[])",
+    )
+    .bind(id)
+    .bind(lines)
+    .bind(raws)
+    .bind(reasons)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn rejects(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select line_number, reason, raw_line from import_rejects where import_id = $1 order by line_number, id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await
+}
+
+/// Fails the import with one reason; nothing it read is merged.
+#[tracing::instrument(skip_all)]
+pub async fn fail(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    reason: &str,
+    progress: Progress,
+) -> Result<Import, sqlx::Error> {
+    sqlx::query_as(
+        "update imports set state = 'failed', failure_reason = $2, finished_at = now(),
+             bytes_read = $3, rows_read = $4, rejected = $5
+         where id = $1
+         returning *",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(to_i64(progress.bytes_read))
+    .bind(to_i64(progress.rows_read))
+    .bind(to_i64(progress.rejected))
+    .fetch_one(db)
+    .await
+}
+
+/// Marks the import completed with its counts (in the merge's transaction).
+#[tracing::instrument(skip_all)]
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    progress: Progress,
+    counts: MergeCounts,
+) -> Result<Import, sqlx::Error> {
+    sqlx::query_as(
+        "update imports set state = 'completed', finished_at = now(),
+             bytes_read = $2, rows_read = $3, rejected = $4,
+             inserted = $5, updated = $6, unchanged = $7, duplicates = $8
+         where id = $1
+         returning *",
+    )
+    .bind(id)
+    .bind(to_i64(progress.bytes_read))
+    .bind(to_i64(progress.rows_read))
+    .bind(to_i64(progress.rejected))
+    .bind(counts.inserted)
+    .bind(counts.updated)
+    .bind(counts.unchanged)
+    .bind(counts.duplicates)
+    .fetch_one(db)
+    .await
+}
+
+/// The staging table's name: a temporary table, private to the session that
+/// runs the import and gone with it if the worker dies.
+pub const STAGING_TABLE: &str = "pg_temp.import_rows";
+
+/// Creates an empty staging table for this session.
+#[tracing::instrument(skip_all)]
+pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("drop table if exists pg_temp.import_rows")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "create temporary table import_rows (
+             line_number   bigint not null,
+             phone_number  text not null,
+             attributes    jsonb not null,
+             consent       text
+         )",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("drop table if exists pg_temp.import_rows")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Merges the staged rows into `users`; run inside the import's final transaction.
+///
+/// Rows of one phone number are folded in file order (later values win per
+/// attribute, the last consent given wins); existing users keep attributes the
+/// file does not mention (`existing || new`). A user the file would not change
+/// is not written. Every consent change gets its `consent_events` row.
+#[tracing::instrument(skip_all)]
+pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCounts, sqlx::Error> {
+    // Sorting a large file's rows by phone number needs memory; this only
+    // lasts as long as the merge's transaction.
+    sqlx::query("set local work_mem = '256MB'")
+        .execute(&mut *conn)
+        .await?;
+    // Lock the users whose consent the file sets, so that the consent read
+    // below is the one replaced (an inbound STOP cannot slip in between).
+    sqlx::query(
+        "select 1 from users u
+         where u.phone_number in (select phone_number from pg_temp.import_rows where consent is not null)
+         for update",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as(
+        "with merged as (
+             select phone_number,
+                    jsonb_merge_agg(attributes order by line_number) as attributes,
+                    (array_agg(consent order by line_number desc) filter (where consent is not null))[1] as consent,
+                    count(*) as copies
+             from pg_temp.import_rows
+             group by phone_number
+         ),
+         source as (
+             select m.phone_number, m.attributes, m.consent, u.consent as old_consent
+             from merged m left join users u using (phone_number)
+         ),
+         written as (
+             insert into users as u (phone_number, attributes, consent, consent_changed_at, consent_source)
+             select phone_number, attributes, coalesce(consent, 'unknown'),
+                    case when consent is not null then now() end,
+                    case when consent is not null then 'import' end
+             from source
+             on conflict (phone_number) do update set
+                 attributes = u.attributes || excluded.attributes,
+                 consent = case when excluded.consent_source is null then u.consent
+                                else excluded.consent end,
+                 consent_changed_at = case when excluded.consent_source is not null
+                                            and excluded.consent <> u.consent
+                                           then excluded.consent_changed_at
+                                           else u.consent_changed_at end,
+                 consent_source = case when excluded.consent_source is not null
+                                        and excluded.consent <> u.consent
+                                       then excluded.consent_source
+                                       else u.consent_source end
+             where (u.attributes || excluded.attributes) <> u.attributes
+                or (excluded.consent_source is not null and excluded.consent <> u.consent)
+             returning (xmax = 0) as inserted
+         ),
+         changes as (
+             insert into consent_events (phone_number, from_consent, to_consent, source, import_id)
+             select phone_number, coalesce(old_consent, 'unknown'), consent, 'import', $1
+             from source
+             where consent is not null and consent <> coalesce(old_consent, 'unknown')
+             returning 1
+         )
+         select (select count(*) from written where inserted) as inserted,
+                (select count(*) from written where not inserted) as updated,
+                (select count(*) from merged) - (select count(*) from written) as unchanged,
+                (select coalesce(sum(copies - 1), 0)::bigint from merged) as duplicates,
+                (select count(*) from changes) as consent_changes",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
