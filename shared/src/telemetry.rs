@@ -20,7 +20,16 @@ const TRACE_KEY: &str = "logging.googleapis.com/trace";
 /// Installs the JSON logger; the level comes from `RUST_LOG` (default `info`).
 /// A second call is a no-op, so tests and the local stack may call it freely.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default("info");
+}
+
+/// As [`init`], with another level when `RUST_LOG` is unset (the demo keeps
+/// its terminal for the story and logs only warnings).
+pub fn init_with_default(level: &str) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level),
+    };
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(

@@ -295,13 +295,17 @@ async fn open_count(db: &PgPool, campaign: &str) -> anyhow::Result<(i64, i64)> {
 }
 
 async fn watch(api: &Api, db: &PgPool, campaign: &str, timeout: Duration) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    // On a terminal the counts update in place; elsewhere (CI) a line every few seconds.
+    let live = std::io::stdout().is_terminal();
+    let mut last_line = Instant::now() - Duration::from_secs(60);
     let deadline = Instant::now() + timeout;
     loop {
         let stats = api.get(&format!("/v1/campaigns/{campaign}/stats")).await?;
         let s = |k: &str| stats["by_status"][k].as_i64().unwrap_or(0);
         let (total, open) = open_count(db, campaign).await?;
-        print!(
-            "\r   recipients {total:>5} │ queued {:>5} │ sent {:>5} │ delivered {:>5} │ read {:>5} │ failed {:>4} │ skipped {:>4} │ waiting {:>5} ",
+        let line = format!(
+            "   recipients {total:>5} │ queued {:>5} │ sent {:>5} │ delivered {:>5} │ read {:>5} │ failed {:>4} │ skipped {:>4} │ waiting {:>5} ",
             s("queued") + s("sending"),
             s("sent"),
             s("delivered"),
@@ -310,8 +314,15 @@ async fn watch(api: &Api, db: &PgPool, campaign: &str, timeout: Duration) -> any
             s("skipped"),
             open,
         );
-        let _ = std::io::stdout().flush();
-        if total > 0 && open == 0 {
+        let done = total > 0 && open == 0;
+        if live {
+            print!("\r{line}");
+            let _ = std::io::stdout().flush();
+        } else if done || last_line.elapsed() >= Duration::from_secs(3) {
+            println!("{line}");
+            last_line = Instant::now();
+        }
+        if done {
             return Ok(true);
         }
         if Instant::now() > deadline {

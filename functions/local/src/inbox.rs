@@ -27,7 +27,12 @@ impl Inbox {
     /// Watches the inbox every `every` and delivers each finished file to
     /// `ingest_url`. A file whose name starts with `.` or ends with `.partial`
     /// is still being written and waits.
-    pub fn watch(self, ingest_url: String, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub fn watch(
+        self,
+        ingest_url: String,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut tick = tokio::time::interval(every);
@@ -48,7 +53,10 @@ impl Inbox {
         let mut entries = tokio::fs::read_dir(&self.inbox).await?;
         while let Some(entry) = entries.next_entry().await? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || name.ends_with(".partial") || !entry.file_type().await?.is_file() {
+            if name.starts_with('.')
+                || name.ends_with(".partial")
+                || !entry.file_type().await?.is_file()
+            {
                 continue;
             }
             let generation = chrono::Utc::now().timestamp_micros();
@@ -71,14 +79,23 @@ impl Inbox {
                 .post(ingest_url)
                 .header("ce-specversion", "1.0")
                 .header("ce-id", format!("local-{generation}"))
-                .header("ce-source", format!("//storage.googleapis.com/projects/_/buckets/{LOCAL_BUCKET}"))
+                .header(
+                    "ce-source",
+                    format!("//storage.googleapis.com/projects/_/buckets/{LOCAL_BUCKET}"),
+                )
                 .header("ce-type", "google.cloud.storage.object.v1.finalized")
                 .header("ce-subject", format!("objects/{name}"))
                 .header("content-type", "application/json")
                 .json(&object)
                 .send()
                 .await?;
-            tracing::info!(object = name, status = response.status().as_u16(), "inbox file delivered to ingest");
+            if response.status().is_success() {
+                tracing::info!(object = name, "inbox file delivered to ingest");
+            } else {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                tracing::warn!(object = name, status, body, "ingest refused the inbox file");
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! and the demo that tells the whole story on it.
 
 pub mod demo;
+pub mod inbox;
 pub mod postgres;
 pub mod queue;
 pub mod stack;

@@ -15,6 +15,7 @@ use shared::ratelimit::Limiter;
 use shared::twilio::{TwilioClient, TwilioConfig};
 use sqlx::PgPool;
 
+use crate::inbox::{Inbox, LOCAL_BUCKET};
 use crate::postgres::{EmbeddedPostgres, ensure_database};
 use crate::queue::InProcessQueue;
 use crate::twilio_sim::SimulatedTwilio;
@@ -211,6 +212,25 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         gcp_project: None,
     };
 
+    // Cloud Storage: the inbox folder, delivered to ingest as CloudEvents.
+    let inbox = Inbox::new(&data_dir(env))?;
+    let ingest_config = ingest::Config {
+        port,
+        database: database.clone(),
+        import_bucket: LOCAL_BUCKET.to_owned(),
+        objects: shared::gcp::ObjectsConfig::Local {
+            root: inbox.objects.clone(),
+        },
+        default_region: shared::config::default_region(env)?,
+        max_import_bytes: env.or("MAX_IMPORT_BYTES", 2u64 << 30)?,
+        gcp_project: None,
+    };
+    let ingest_state = ingest::AppState::new(db.clone(), &ingest_config).await?;
+    services.push((
+        "Cloud Storage",
+        format!("inbox folder {}", inbox.inbox.display()),
+    ));
+
     let mut app = Router::new()
         .merge(inbound::router(inbound::AppState::new(
             db.clone(),
@@ -222,7 +242,8 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         )))
         .merge(::sender::router(sender))
         .merge(fanout::router(fanout_state))
-        .merge(api::router(api::AppState::new(db.clone(), &api_config)));
+        .merge(api::router(api::AppState::new(db.clone(), &api_config)))
+        .nest("/ingest", ingest::router(ingest_state));
     if !real_twilio {
         let sim = SimulatedTwilio::new(
             LOCAL_ACCOUNT_SID.into(),
@@ -265,13 +286,17 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         }
     });
 
-    let inbox = data_dir(env).join("inbox");
-    std::fs::create_dir_all(&inbox)?;
+    let inbox_dir = inbox.inbox.clone();
+    inbox.watch(
+        format!("{base_url}/ingest"),
+        Duration::from_millis(250),
+        shutdown.subscribe(),
+    );
     Ok(Running {
         base_url,
         db,
         api_key,
-        inbox,
+        inbox: inbox_dir,
         simulated_twilio: !real_twilio,
         services,
         postgres,

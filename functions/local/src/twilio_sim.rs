@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -32,7 +31,6 @@ pub struct SimulatedTwilio {
     pub read_rate: f64,
     /// Delay before each callback, drawn uniformly from this range.
     pub latency: (Duration, Duration),
-    next: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -44,7 +42,6 @@ impl SimulatedTwilio {
             failure_rate,
             read_rate: 0.8,
             latency: (Duration::from_millis(50), Duration::from_millis(400)),
-            next: AtomicU64::new(1),
             http: reqwest::Client::new(),
         }
     }
@@ -91,8 +88,8 @@ async fn create(
     if !form.contains_key("Body") && !form.contains_key("ContentSid") {
         return refuse(21602, "Message body is required");
     }
-    let n = sim.next.fetch_add(1, Ordering::Relaxed);
-    let sid = format!("SM{n:032x}");
+    // Unique across runs too: the local database keeps messages between runs.
+    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
     if let Some(callback) = form.get("StatusCallback").cloned() {
         let sim = sim.clone();
         let (sid, to, from) = (

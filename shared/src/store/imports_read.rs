@@ -15,11 +15,20 @@ pub struct ImportRecord {
     /// `running`, `completed` or `failed`.
     pub state: String,
     pub failure_reason: Option<String>,
+    /// `csv`, `json` or `ndjson`, once detected.
+    pub format: Option<String>,
+    pub size_bytes: Option<i64>,
+    /// How far reading got: progress while `running`.
+    pub bytes_read: i64,
     pub rows_read: i64,
     pub inserted: i64,
     pub updated: i64,
+    /// Rows naming a user the file did not change.
+    pub unchanged: i64,
     pub duplicates: i64,
     pub rejected: i64,
+    /// How many times the import was started (a crashed run is re-run).
+    pub attempts: i32,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
@@ -39,8 +48,9 @@ pub type ListKey = (DateTime<Utc>, Uuid);
 /// The columns of a row, as a literal for `concat!`.
 macro_rules! columns {
     () => {
-        "id, bucket, object, generation, state, failure_reason, rows_read, inserted,
-    updated, duplicates, rejected, started_at, finished_at, updated_at"
+        "id, bucket, object, generation, state, failure_reason, format, size_bytes, bytes_read,
+    rows_read, inserted, updated, unchanged, duplicates, rejected, attempts, started_at,
+    finished_at, updated_at"
     };
 }
 
