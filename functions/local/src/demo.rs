@@ -33,8 +33,8 @@ const TIMEZONES: &[&str] = &[
 ];
 
 /// A CSV of `n` users with a few rows a person would get wrong.
-pub fn generate_csv(n: usize) -> String {
-    let mut csv = String::from("phone_number,first_name,city,plan,timezone,consent\n");
+pub fn generate_csv(n: usize, batch: &str) -> String {
+    let mut csv = String::from("phone_number,first_name,city,plan,timezone,consent,batch\n");
     for i in 0..n {
         let phone = format!(
             "+1{}555{:04}",
@@ -42,7 +42,7 @@ pub fn generate_csv(n: usize) -> String {
             i % 10_000
         );
         // A few users lack a first name (their message cannot render); a few opted out.
-        let name = if i % 50 == 7 {
+        let name = if i % 50 == 9 {
             ""
         } else {
             NAMES[i % NAMES.len()]
@@ -54,16 +54,19 @@ pub fn generate_csv(n: usize) -> String {
         };
         let _ = writeln!(
             csv,
-            "{phone},{name},{},{},{},{consent}",
+            "{phone},{name},{},{},{},{consent},{batch}",
             CITIES[i % CITIES.len()],
             PLANS[i % PLANS.len()],
             TIMEZONES[i % TIMEZONES.len()]
         );
     }
-    csv.push_str("+1555,Bad,Nowhere,gold,UTC,opted_in\n");
-    csv.push_str("call-me-maybe,Bad,Nowhere,gold,UTC,opted_in\n");
-    csv.push_str("+14155550001,Extra,Field,gold,UTC,opted_in,surprise\n");
-    csv.push_str("+16505559999,Zed,Mars,gold,Mars/Base,opted_in\n");
+    let _ = writeln!(csv, "+1555,Bad,Nowhere,gold,UTC,opted_in,{batch}");
+    let _ = writeln!(csv, "call-me-maybe,Bad,Nowhere,gold,UTC,opted_in,{batch}");
+    let _ = writeln!(
+        csv,
+        "+14155550001,Extra,Field,gold,UTC,opted_in,{batch},surprise"
+    );
+    let _ = writeln!(csv, "+16505559999,Zed,Mars,gold,Mars/Base,opted_in,{batch}");
     csv
 }
 
@@ -121,7 +124,11 @@ pub async fn run(stack: &Running, options: &DemoOptions) -> anyhow::Result<bool>
         chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
     );
     let partial = stack.inbox.join(format!("{object}.partial"));
-    std::fs::write(&partial, generate_csv(options.users)).context("writing the demo CSV")?;
+    // Every row carries this run's batch, so the segment is this file's users
+    // even when the local database kept earlier runs.
+    let batch = object.trim_end_matches(".csv").to_owned();
+    std::fs::write(&partial, generate_csv(options.users, &batch))
+        .context("writing the demo CSV")?;
     std::fs::rename(&partial, stack.inbox.join(&object))?;
     println!(
         "1. wrote {} users (and 4 bad rows) to the inbox as {object}",
@@ -168,7 +175,7 @@ pub async fn run(stack: &Running, options: &DemoOptions) -> anyhow::Result<bool>
 
     // 3. An operator defines who gets what, through the API.
     let segment = api
-        .post("/v1/segments", json!({"name": format!("paying-{object}"), "definition": {"attribute": "plan", "in": ["gold", "silver", "bronze"]}}))
+        .post("/v1/segments", json!({"name": format!("paying-{object}"), "definition": {"all": [{"attribute": "batch", "eq": batch}, {"attribute": "plan", "in": ["gold", "silver", "bronze"]}]}}))
         .await?;
     let template = api
         .post(
@@ -398,10 +405,12 @@ async fn print_summary(
     let rows: Vec<(&str, String, String)> = vec![
         (
             "imported",
-            n(&import["inserted"]).to_string(),
+            (n(&import["inserted"]) + n(&import["updated"]) + n(&import["unchanged"])).to_string(),
             format!(
-                "{} rows read, {} duplicates merged",
+                "{} rows read: {} new users, {} updated, {} duplicates merged",
                 n(&import["rows_read"]),
+                n(&import["inserted"]),
+                n(&import["updated"]) + n(&import["unchanged"]),
                 n(&import["duplicates"])
             ),
         ),
