@@ -56,6 +56,31 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     bail!(INSTALL_HINT)
 }
 
+/// Whether `user` can enter every folder above `dir` (the first that exists).
+fn reachable_by(user: &str, dir: &Path) -> bool {
+    let probe = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(probe)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A short stable name for a path (FNV-1a), so each checkout keeps its own cluster.
+fn path_key(path: &Path) -> String {
+    let hash = path
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{hash:016x}")
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -80,6 +105,22 @@ impl EmbeddedPostgres {
             Some("postgres".to_owned())
         } else {
             None
+        };
+        let data = match &run_as {
+            Some(user) if !reachable_by(user, &data) => {
+                // The project sits below a folder closed to other users (a home
+                // folder, say): keep the cluster where the server's user can work.
+                let fallback = std::env::temp_dir()
+                    .join(format!("ese-local-{}", path_key(&data)))
+                    .join("postgres");
+                tracing::warn!(
+                    wanted = %data.display(),
+                    using = %fallback.display(),
+                    "the {user} user cannot reach the project folder; the private cluster lives elsewhere"
+                );
+                fallback
+            }
+            _ => data,
         };
         Ok(Self {
             bin: find_bin_dir()?,
