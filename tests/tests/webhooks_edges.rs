@@ -137,3 +137,27 @@ async fn a_database_away_is_503_never_2xx() {
     let (code, _) = send(&router, form_request("/webhooks/inbound", &inbound_form)).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn health_and_readiness(db: PgPool) {
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let up =
+        shared::http::server::with_standard_routes(status_router(db.clone(), AUTH_TOKEN), db, None);
+    assert_eq!(send(&up, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(send(&up, get("/readyz")).await.0, StatusCode::OK);
+
+    let away = PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(300))
+        .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+        .unwrap();
+    let down = shared::http::server::with_standard_routes(
+        status_router(away.clone(), AUTH_TOKEN),
+        away,
+        None,
+    );
+    assert_eq!(send(&down, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&down, get("/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

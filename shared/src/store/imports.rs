@@ -8,23 +8,28 @@ use uuid::Uuid;
 use crate::gcp::ObjectRef;
 use crate::import::Reject;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct Import {
     pub id: Uuid,
     pub bucket: String,
     pub object: String,
     pub generation: i64,
+    /// `running`, `completed` or `failed`.
     pub state: String,
     pub failure_reason: Option<String>,
+    /// `csv`, `json` or `ndjson`, once detected.
     pub format: Option<String>,
     pub size_bytes: Option<i64>,
+    /// How far reading got: progress while `running`.
     pub bytes_read: i64,
     pub rows_read: i64,
     pub inserted: i64,
     pub updated: i64,
+    /// Rows naming a user the file did not change.
     pub unchanged: i64,
     pub duplicates: i64,
     pub rejected: i64,
+    /// How many times the import was started (a crashed run is re-run).
     pub attempts: i32,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
