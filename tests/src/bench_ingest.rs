@@ -38,7 +38,7 @@ pub async fn run() -> anyhow::Result<()> {
     if std::env::var_os(CHILD).is_some() {
         return child().await;
     }
-    let base = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+    let base = crate::bench::admin_url();
     let dir = std::env::temp_dir().join(format!("bench-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(FILE_NAME);
@@ -54,6 +54,7 @@ pub async fn run() -> anyhow::Result<()> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .arg("ingest")
         .env(CHILD, "1")
+        .env("DATABASE_URL", &base)
         .env("BENCH_DATABASE", &import_db)
         .env("BENCH_DIR", &dir)
         .output()
