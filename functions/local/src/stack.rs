@@ -212,15 +212,25 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         gcp_project: None,
     };
 
-    // Cloud Storage: the inbox folder, delivered to ingest as CloudEvents.
+    // Cloud Storage: the real bucket when IMPORT_BUCKET is set (its events reach
+    // /ingest from a push subscription or by hand), else the inbox folder,
+    // delivered to ingest as CloudEvents.
     let inbox = Inbox::new(&data_dir(env))?;
+    let real_bucket = env.raw("IMPORT_BUCKET").map(str::to_owned);
+    let (import_bucket, objects) = match &real_bucket {
+        Some(bucket) => (bucket.clone(), shared::gcp::ObjectsConfig::from_env(env)?),
+        None => (
+            LOCAL_BUCKET.to_owned(),
+            shared::gcp::ObjectsConfig::Local {
+                root: inbox.objects.clone(),
+            },
+        ),
+    };
     let ingest_config = ingest::Config {
         port,
         database: database.clone(),
-        import_bucket: LOCAL_BUCKET.to_owned(),
-        objects: shared::gcp::ObjectsConfig::Local {
-            root: inbox.objects.clone(),
-        },
+        import_bucket,
+        objects,
         default_region: shared::config::default_region(env)?,
         max_import_bytes: env.or("MAX_IMPORT_BYTES", 2u64 << 30)?,
         gcp_project: None,
@@ -228,7 +238,10 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     let ingest_state = ingest::AppState::new(db.clone(), &ingest_config).await?;
     services.push((
         "Cloud Storage",
-        format!("inbox folder {}", inbox.inbox.display()),
+        match &real_bucket {
+            Some(bucket) => format!("bucket {bucket} (IMPORT_BUCKET); events to {base_url}/ingest"),
+            None => format!("inbox folder {}", inbox.inbox.display()),
+        },
     ));
 
     let mut app = Router::new()
@@ -287,11 +300,13 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     });
 
     let inbox_dir = inbox.inbox.clone();
-    inbox.watch(
-        format!("{base_url}/ingest"),
-        Duration::from_millis(250),
-        shutdown.subscribe(),
-    );
+    if real_bucket.is_none() {
+        inbox.watch(
+            format!("{base_url}/ingest"),
+            Duration::from_millis(250),
+            shutdown.subscribe(),
+        );
+    }
     Ok(Running {
         base_url,
         db,
