@@ -222,6 +222,13 @@ async fn a_lost_task_is_republished_and_a_failed_publish_released(db: PgPool) {
     let report = tick(&db, &publisher, &one_round()).await.unwrap();
     assert_eq!(report.republished, 1);
     assert_eq!(published(&publisher).len(), 4);
+
+    // A sender that died after its claim: counted for an operator, never republished.
+    sqlx::query("update messages set status = 'sending', status_rank = 2, sending_at = now() - interval '1 hour' where phone_number = '+14155550001'")
+        .execute(&db).await.unwrap();
+    let report = tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!((report.stuck_sending, report.republished), (1, 0));
+    assert_eq!(published(&publisher).len(), 4);
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

@@ -51,6 +51,8 @@ pub struct TickReport {
     pub dispatched: usize,
     pub publish_failures: usize,
     pub completed: usize,
+    /// Messages a sender claimed long ago without an outcome (see `dispatch::stuck_sending`).
+    pub stuck_sending: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,14 @@ pub async fn tick<P: TaskPublisher>(
     report.publish_failures +=
         publish(db, publisher, &stale, settings.publish_chunk, false).await?;
     report.cancelled = dispatch::sweep_cancelled(db).await?;
+    report.stuck_sending =
+        dispatch::stuck_sending(db, settings.stale_after.as_secs() as i64).await?;
+    if report.stuck_sending > 0 {
+        tracing::error!(
+            messages = report.stuck_sending,
+            "messages claimed by a sender long ago have no outcome; check Twilio before requeueing them"
+        );
+    }
 
     let deadline = began + settings.run_for;
     let window_ms = settings.round.as_millis() as i64;

@@ -208,6 +208,23 @@ pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error
     Ok(done.rows_affected())
 }
 
+/// Messages claimed by a sender longer ago than `older_than_secs` that never
+/// reached Twilio or never heard back: the sender died between its claim and
+/// recording the outcome. They are never re-sent blindly (Twilio may have the
+/// message); they are counted so that an operator sees them.
+pub async fn stuck_sending(
+    db: impl PgExecutor<'_>,
+    older_than_secs: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from messages
+         where status = 'sending' and sending_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than_secs as f64)
+    .fetch_one(db)
+    .await
+}
+
 /// `running → completed` when every message has reached an end.
 pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
