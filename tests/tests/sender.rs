@@ -536,3 +536,65 @@ async fn the_rate_limit_holds_across_two_sender_instances(db: PgPool) {
         "{rate:.1}/s against a limit of {RATE}/s"
     );
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_callback_that_beats_twilios_answer_keeps_the_sent_decision(db: PgPool) {
+    use shared::store::messages::{CallbackUpdate, apply_status_callback};
+    use shared::store::outbox::{self, Ending};
+    use shared::store::webhook_events::NewWebhookEvent;
+
+    opted_in(&db, json!({"first_name": "Ada"})).await;
+    let c = campaign(&db, &CampaignSpec::default()).await;
+    let id = queued_message(&db, c, PHONE).await;
+    outbox::claim(&db, id).await.unwrap().expect("claimed");
+    // Twilio delivered and called back (with our id) before its API answer reached us.
+    let params = json!({"MessageSid": "SMfast", "MessageStatus": "delivered"});
+    let event = NewWebhookEvent {
+        kind: "status",
+        dedupe_key: "SMfast:delivered",
+        idempotency_token: None,
+        message_sid: Some("SMfast"),
+        request_uri: "/webhooks/status",
+        content_type: "application/x-www-form-urlencoded",
+        raw_body: "MessageSid=SMfast&MessageStatus=delivered",
+        params: &params,
+    };
+    let update = CallbackUpdate {
+        message_id: Some(id),
+        message_sid: "SMfast",
+        status: Some(shared::domain::MessageStatus::Delivered),
+        error_code: None,
+        error_message: None,
+    };
+    assert!(
+        apply_status_callback(&db, &event, &update)
+            .await
+            .unwrap()
+            .advanced
+    );
+    let ending = Ending::Sent {
+        sid: "SMfast".into(),
+        twilio_status: "queued".into(),
+    };
+    assert!(
+        outbox::finish(&db, id, &ending, "sent", &json!({"sid": "SMfast"}), None)
+            .await
+            .unwrap()
+    );
+    let m = messages::get(&db, id).await.unwrap().unwrap();
+    assert_eq!(
+        (m.status.as_str(), m.twilio_sid.as_deref()),
+        ("delivered", Some("SMfast"))
+    );
+    assert_eq!(last_decision(&db, id).await.0, "sent");
+    // Another message's SID does not let a late answer through.
+    let other = Ending::Sent {
+        sid: "SMother".into(),
+        twilio_status: "queued".into(),
+    };
+    assert!(
+        !outbox::finish(&db, id, &other, "sent", &json!({}), None)
+            .await
+            .unwrap()
+    );
+}

@@ -85,7 +85,8 @@ pub enum Ending {
 }
 
 /// Ends the claim and writes its decision in one statement. Returns false when
-/// the message was no longer `sending` (nothing was written).
+/// the message was no longer `sending` (nothing was written), except that a
+/// send Twilio accepted is recorded even after its callbacks moved the message on.
 #[tracing::instrument(skip_all, fields(%message_id, decision))]
 pub async fn finish(
     db: impl PgExecutor<'_>,
@@ -122,7 +123,11 @@ pub async fn finish(
                  body = coalesce($9, m.body),
                  content_variables = coalesce($10, m.content_variables),
                  updated_at = now()
-             where m.id = $1 and m.status = 'sending'
+             where m.id = $1
+               and (m.status = 'sending'
+                    -- Twilio's callback (naming our id) can beat its API answer:
+                    -- the send is still recorded, the further status kept.
+                    or ($2 = 'sent' and m.status_rank > 2 and m.twilio_sid = $3))
              returning m.id, m.campaign_id, m.phone_number
          ), logged as (
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
