@@ -34,9 +34,9 @@ RUN --mount=type=cache,id=ese-cargo-registry,target=/usr/local/cargo/registry,sh
     --mount=type=cache,id=ese-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=ese-target,target=/src/target,sharing=locked \
     if [ -z "${FUNCTION}" ]; then echo "set --build-arg FUNCTION=<binary>" >&2; exit 1; fi \
-    && cargo build --release --locked -p "${PACKAGE:-$FUNCTION}" --bin "${FUNCTION}" \
+    && cargo build --profile dist --locked -p "${PACKAGE:-$FUNCTION}" --bin "${FUNCTION}" \
     && mkdir -p /out \
-    && strip --strip-all -o "/out/${FUNCTION}" "target/release/${FUNCTION}" \
+    && strip --strip-all -o "/out/${FUNCTION}" "target/dist/${FUNCTION}" \
     && chmod 0555 "/out/${FUNCTION}" \
     && ln -s "${FUNCTION}" /out/function
 
