@@ -1,15 +1,12 @@
-//! Status callbacks over real HTTP on loopback, against the same writes
-//! issued directly through sqlx (the floor).
+//! Status callbacks over real HTTP on loopback, against the same flow called
+//! directly (the floor): the same parse and the same one statement per callback.
 
 use std::sync::Arc;
 
-use shared::store::messages::{self, CallbackUpdate};
-use shared::store::webhook_events::NewWebhookEvent;
 use shared::webhooks::VerifiedWebhook;
-use shared::webhooks::status::StatusCallback;
 
 use crate::bench::{Run, fresh_database, run_for, seconds};
-use crate::{AUTH_TOKEN, fixtures, sign_form, status_params, webhook_config};
+use crate::{AUTH_TOKEN, fixtures, form_body, sign_form, status_params, webhook_config};
 
 const CONCURRENCY: usize = 16;
 const MESSAGES: usize = 100_000;
@@ -67,47 +64,23 @@ pub async fn run() -> anyhow::Result<()> {
     })
     .await;
 
-    // The floor: the same statement with the same rows, no HTTP, no signature.
+    // The floor: the status flow itself (parse, one statement) on the same rows, no HTTP, no signature.
     let floor_db = Arc::new(db.clone());
-    let floor = run_for("floor (sqlx direct)", CONCURRENCY, duration, move |i| {
+    let floor = run_for("floor (flow, no HTTP)", CONCURRENCY, duration, move |i| {
         let db = floor_db.clone();
         async move {
             let (sid, status) = callback("SMfloor", i);
-            let form = sign_form(
-                AUTH_TOKEN,
-                "/webhooks/status",
-                &status_params(&sid, status, "whatsapp:+14155552671"),
-            );
+            let body = form_body(&status_params(&sid, status, "whatsapp:+14155552671"));
             let webhook = VerifiedWebhook {
                 request_uri: "/webhooks/status".into(),
                 content_type: "application/x-www-form-urlencoded".into(),
-                params: form_urlencoded::parse(form.body.as_bytes())
+                params: form_urlencoded::parse(body.as_bytes())
                     .into_owned()
                     .collect(),
-                raw_body: form.body,
+                raw_body: body,
                 idempotency_token: None,
             };
-            let cb = StatusCallback::from_webhook(&webhook)?;
-            let params = webhook.params_json();
-            let dedupe_key = cb.dedupe_key();
-            let event = NewWebhookEvent {
-                kind: "status",
-                dedupe_key: &dedupe_key,
-                idempotency_token: None,
-                message_sid: Some(&cb.message_sid),
-                request_uri: &webhook.request_uri,
-                content_type: &webhook.content_type,
-                raw_body: &webhook.raw_body,
-                params: &params,
-            };
-            let update = CallbackUpdate {
-                message_id: cb.message_id,
-                message_sid: &cb.message_sid,
-                status: cb.status,
-                error_code: cb.error_code,
-                error_message: cb.error_message.as_deref(),
-            };
-            messages::apply_status_callback(&*db, &event, &update).await?;
+            shared::webhooks::status::record(&db, &webhook).await?;
             Ok(())
         }
     })

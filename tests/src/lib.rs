@@ -61,10 +61,17 @@ pub fn sign_form(token: &str, path_and_query: &str, params: &[(&str, &str)]) -> 
         .collect();
     let url = format!("{PUBLIC_BASE_URL}{path_and_query}");
     let signature = compute_signature(token, &url, &owned);
-    let body = form_urlencoded::Serializer::new(String::new())
+    SignedForm {
+        body: form_body(params),
+        signature,
+    }
+}
+
+/// `params` form-encoded, as Twilio posts them.
+pub fn form_body(params: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
-        .finish();
-    SignedForm { body, signature }
+        .finish()
 }
 
 /// A status callback's parameters as Twilio sends them for a WhatsApp message.

@@ -35,6 +35,14 @@ async fn users(db: &PgPool, n: usize) {
     }
 }
 
+async fn campaign_state(db: &PgPool, campaign: Uuid) -> String {
+    sqlx::query_scalar("select state from campaigns where id = $1")
+        .bind(campaign)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
 fn published(p: &RecordingPublisher) -> Vec<Uuid> {
     p.tasks
         .lock()
@@ -75,17 +83,9 @@ async fn a_tick_starts_materializes_and_dispatches(db: PgPool) {
         (report.started, report.materialized, report.dispatched),
         (1, 30, 30)
     );
-    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
-        .bind(c)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let state = campaign_state(&db, c).await;
     assert_eq!(state, "running");
-    let later_state: String = sqlx::query_scalar("select state from campaigns where id = $1")
-        .bind(later)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let later_state = campaign_state(&db, later).await;
     assert_eq!(later_state, "scheduled");
 
     // Only the segment's users (opted in), each once, each queued with a decision.
@@ -186,11 +186,7 @@ async fn deferred_messages_wait_for_their_time(db: PgPool) {
         .execute(&db).await.unwrap();
     let report = tick(&db, &publisher, &one_round()).await.unwrap();
     assert_eq!(report.dispatched, 1);
-    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
-        .bind(c)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let state = campaign_state(&db, c).await;
     assert_eq!(state, "running");
 }
 
@@ -258,11 +254,7 @@ async fn campaigns_complete_when_every_message_ended_and_cancelled_ones_stop(db:
     let report = tick(&db, &publisher, &one_round()).await.unwrap();
     assert_eq!(report.completed, 1);
     assert_eq!(report.cancelled, 6);
-    let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
-        .bind(done)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let state = campaign_state(&db, done).await;
     assert_eq!(state, "completed");
     assert_eq!(
         count(
