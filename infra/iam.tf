@@ -3,7 +3,7 @@
 # on exactly the secrets it reads); the bindings below are the rest.
 #
 #   inbound, status  database URL, Twilio auth token                   (secrets only)
-#   sender           database URL, Twilio SID and token                (secrets only)
+#   sender           database URL, Redis URL, Twilio SID and token     (secrets only)
 #   api              database URL, API key hashes                      (secrets only)
 #   fanout           database URL; publisher on the send topic
 #   ingest           database URL; objectViewer on the import bucket

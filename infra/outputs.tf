@@ -60,7 +60,7 @@ output "database_instance" {
 
 output "database_connection_budget" {
   description = "Connections the services and the migration job can open at most (db_pool x max_instances, summed), the extra a rollout can take, and database_max_connections."
-  value       = "${local.database_connection_budget} + ${local.database_rollout_headroom} during a rollout + ${var.database_connection_reserve} reserved, of ${var.database_max_connections}"
+  value       = "${local.database_connection_budget} + ${local.database_rollout_headroom} during a rollout + ${var.database_connection_reserve} reserved = ${local.database_connections.required}, of ${var.database_max_connections}"
 }
 
 output "secrets_to_fill" {

@@ -49,6 +49,7 @@ locals {
   status_base_url  = coalesce(var.status_public_base_url, local.run_app_url["status"])
 
   database_url_secret = google_secret_manager_secret.database_url.secret_id
+  redis_url_secret    = google_secret_manager_secret.redis_url.secret_id
   twilio_token_secret = google_secret_manager_secret.external["twilio-auth-token"].secret_id
   twilio_sid_secret   = google_secret_manager_secret.external["twilio-account-sid"].secret_id
   api_keys_secret     = google_secret_manager_secret.external["api-keys"].secret_id
@@ -69,7 +70,7 @@ locals {
       SEND_TOPIC = google_pubsub_topic.send.name
     }
     sender = {
-      REDIS_URL            = local.redis_url
+      REDIS_CA_CERT        = local.redis_ca_cert
       TWILIO_WHATSAPP_FROM = var.twilio_whatsapp_from
       # The StatusCallback the sender puts on every message points at status.
       PUBLIC_BASE_URL  = local.status_base_url
@@ -87,6 +88,7 @@ locals {
     fanout  = { DATABASE_URL = local.database_url_secret }
     sender = {
       DATABASE_URL       = local.database_url_secret
+      REDIS_URL          = local.redis_url_secret
       TWILIO_ACCOUNT_SID = local.twilio_sid_secret
       TWILIO_AUTH_TOKEN  = local.twilio_token_secret
     }
@@ -159,6 +161,9 @@ module "service" {
   template_annotations = var.secrets_rollout == "" ? {} : { "secrets-rollout" = var.secrets_rollout }
   deletion_protection  = var.deletion_protection
 
-  # A revision that reads DATABASE_URL needs a version to exist.
-  depends_on = [google_secret_manager_secret_version.database_url]
+  # A revision that reads DATABASE_URL or REDIS_URL needs a version to exist.
+  depends_on = [
+    google_secret_manager_secret_version.database_url,
+    google_secret_manager_secret_version.redis_url,
+  ]
 }

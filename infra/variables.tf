@@ -105,6 +105,17 @@ variable "private_services_prefix_length" {
 
 # ---------------------------------------------------------------- database
 
+variable "database_version" {
+  description = "Cloud SQL PostgreSQL major version. Raising it on an existing instance upgrades it in place (a few minutes of downtime; take a backup first); lowering it is impossible."
+  type        = string
+  default     = "POSTGRES_18"
+
+  validation {
+    condition     = can(regex("^POSTGRES_[0-9]+$", var.database_version))
+    error_message = "database_version must be a Cloud SQL PostgreSQL version such as POSTGRES_18."
+  }
+}
+
 variable "database_tier" {
   description = "Cloud SQL machine tier (Enterprise edition), e.g. db-custom-2-7680 (2 vCPU, 7.5 GB)."
   type        = string
