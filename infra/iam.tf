@@ -83,23 +83,72 @@ resource "google_service_account_iam_member" "pubsub_token_creator" {
 # ---------------------------------------------------------------- deployer (Cloud Build)
 
 # Cloud Build runs cloudbuild.yaml as this account: push images, point the
-# services and the migration job at them, run the job. It cannot read
-# secrets or data.
+# services and the migration job at them, run the job. Every grant is on the
+# one resource it is needed for; it cannot read secrets or data, and it cannot
+# touch any other Cloud Run service or job in the project.
 resource "google_service_account" "deployer" {
   account_id   = "${var.name_prefix}-deployer"
   display_name = "Cloud Build deployer"
   description  = "Runs cloudbuild.yaml: pushes images, runs migrations, rolls out services."
 }
 
-resource "google_project_iam_member" "deployer" {
-  for_each = toset([
-    "roles/run.developer",     # update services and jobs, execute the job
-    "roles/logging.logWriter", # build logs (CLOUD_LOGGING_ONLY)
-  ])
-
+# Build logs (the build runs with CLOUD_LOGGING_ONLY): project-level only.
+resource "google_project_iam_member" "deployer_log_writer" {
   project = var.project_id
-  role    = each.value
+  role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+# `gcloud run services update --image` on exactly the engine's services.
+resource "google_cloud_run_v2_service_iam_member" "deployer" {
+  for_each = module.service
+
+  project  = var.project_id
+  location = var.region
+  name     = each.value.name
+  role     = "roles/run.developer"
+  member   = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+# `gcloud run jobs update --image` and `gcloud run jobs execute --wait` on the
+# migration job only.
+resource "google_cloud_run_v2_job_iam_member" "deployer" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.migrate.name
+  role     = "roles/run.developer"
+  member   = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+# Source uploads of `gcloud builds submit` (the bootstrap build, and any build
+# started by hand): the caller stages the source here with
+# --gcs-source-staging-dir and the build, running as the deployer, reads it.
+# Triggered builds fetch their source from the repository connection instead.
+resource "google_storage_bucket" "build_source" {
+  # checkov:skip=CKV_GCP_62:Holds only source archives of this repository; Cloud Audit Logs record access.
+  # checkov:skip=CKV_GCP_78:Each upload is a new object, deleted after a week; nothing is overwritten.
+  name                        = "${var.project_id}-${var.name_prefix}-build-source"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+
+  lifecycle_rule {
+    condition {
+      age = 7
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_storage_bucket_iam_member" "deployer_source_reader" {
+  bucket = google_storage_bucket.build_source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.deployer.email}"
 }
 
 resource "google_artifact_registry_repository_iam_member" "deployer_writer" {

@@ -33,6 +33,11 @@ output "deployer_service_account" {
   value       = google_service_account.deployer.email
 }
 
+output "build_source_bucket" {
+  description = "Bucket for `gcloud builds submit --gcs-source-staging-dir=gs://<this>/source` (the deployer can read it)."
+  value       = google_storage_bucket.build_source.name
+}
+
 output "migrate_job" {
   description = "Cloud Run job that applies the migrations."
   value       = google_cloud_run_v2_job.migrate.name

@@ -6,9 +6,9 @@ gRPC (plugin protocol 6). This one answers GetProviderSchema with a schema
 rebuilt by extract.py, accepts every configuration in the Validate* calls
 (so that what Terraform reports is what Terraform core itself checks against
 the schema: unknown arguments and blocks, missing required arguments, block
-counts, type mismatches, references to attributes that do not exist) and
-refuses anything that would need the real cloud API (plan, apply, read,
-import).
+counts, type mismatches, references to attributes that do not exist), lets
+itself be configured (for `terraform console`), and refuses anything that
+would need the real cloud API (plan, apply, read, import).
 
 Two commands:
 
@@ -157,7 +157,9 @@ class Provider(pb_grpc.ProviderServicer):
         return pb.UpgradeResourceState.Response(diagnostics=unsupported("upgrade state"))
 
     def ConfigureProvider(self, request, context):
-        return pb.ConfigureProvider.Response(diagnostics=unsupported("configure a provider"))
+        # Accepted: `terraform console` configures providers before it
+        # evaluates expressions that need no remote data.
+        return pb.ConfigureProvider.Response()
 
     def ReadResource(self, request, context):
         return pb.ReadResource.Response(diagnostics=unsupported("read resources"))
