@@ -231,4 +231,18 @@ async fn from_opt_in_to_delivered_with_every_decision_explained(db: PgPool) {
     .await
     .unwrap();
     assert_eq!(queued, 5);
+    // Each row keeps its latest decision beside it, for summaries that cannot
+    // search the decisions of a million recipients.
+    let kept: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select phone_number, last_decision from messages where campaign_id = $1 order by phone_number",
+    )
+    .bind(c)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let latest: Vec<(String, Option<String>)> = outcomes
+        .into_iter()
+        .map(|(phone, _, decision)| (phone, Some(decision)))
+        .collect();
+    assert_eq!(kept, latest);
 }

@@ -33,9 +33,10 @@ insert into templates (id, name, body)
     values ('0193a8a4-0000-7000-8000-00000000f022', 'seed template', 'Hi {first_name}');
 insert into campaigns (id, name, segment_id, template_id) values ('0193a8a4-0000-7000-8000-00000000f022',
     'seed campaign', '0193a8a4-0000-7000-8000-00000000f022', '0193a8a4-0000-7000-8000-00000000f022');
-insert into messages (id, campaign_id, phone_number, status, status_rank, twilio_sid, body, sent_at, delivered_at)
+insert into messages (id, campaign_id, phone_number, status, status_rank, twilio_sid, body, sent_at, delivered_at,
+                      last_decision)
     values ('0193a8a4-0000-7000-8000-00000000f022', '0193a8a4-0000-7000-8000-00000000f022',
-            '+14155552671', 'delivered', 5, 'SMseed', 'Hi Ada', now(), now());
+            '+14155552671', 'delivered', 5, 'SMseed', 'Hi Ada', now(), now(), 'sent');
 insert into webhook_events (kind, dedupe_key, message_sid, request_uri, content_type, raw_body, params)
     values ('status', 'SMseed:delivered', 'SMseed', '/webhooks/status', 'application/x-www-form-urlencoded',
             'MessageSid=SMseed&MessageStatus=delivered', '{"MessageSid": "SMseed", "MessageStatus": "delivered"}');

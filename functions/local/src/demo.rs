@@ -356,9 +356,8 @@ async fn print_summary(
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     let status = |k: &str| n(&stats["by_status"][k]);
     let last_decisions: Vec<(String, i64)> = sqlx::query_as(
-        "select last.decision, count(*) from messages m
-         cross join lateral (select d.decision from decisions d where d.message_id = m.id order by d.id desc limit 1) last
-         where m.campaign_id = $1::uuid group by last.decision order by 2 desc",
+        "select coalesce(last_decision, 'none'), count(*) from messages
+         where campaign_id = $1::uuid group by 1 order by 2 desc",
     )
     .bind(campaign)
     .fetch_all(db)

@@ -1,12 +1,16 @@
 use shared::config::Env;
 
+/// Errors from anywhere, warnings from the project's crates only.
+const DEMO_LOG: &str = "error,shared=warn,local=warn,api=warn,inbound=warn,status=warn,sender=warn,fanout=warn,ingest=warn";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let command = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "serve".to_owned());
-    // The demo keeps the terminal for its story: only warnings are logged.
-    shared::telemetry::init_with_default(if command == "demo" { "warn" } else { "info" });
+    // The demo keeps the terminal for its story: only the project's own warnings
+    // are logged (RUST_LOG asks for more, libraries included).
+    shared::telemetry::init_with_default(if command == "demo" { DEMO_LOG } else { "info" });
     match command.as_str() {
         "serve" => {
             let running = local::stack::start(&Env::from_process()).await?;

@@ -34,6 +34,14 @@ impl QuietHours {
     }
 
     /// When `at` falls in quiet hours in `tz`, the instant they end; else `None`.
+    ///
+    /// The end is always after `at` and outside the window in local time. Across a
+    /// clock change the local end time may happen twice or not at all:
+    /// - twice (fall back, e.g. 01:30 on a night London repeats 01:00–02:00): the
+    ///   first occurrence that is later than `at`, so a message deferred during the
+    ///   repeated hour is not deferred into the past;
+    /// - not at all (spring forward, 02:30 on a night New York skips 02:00–03:00):
+    ///   the first instant after the gap, when the clock resumes.
     pub fn defer_until(&self, at: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         let local = at.with_timezone(&tz);
         let t = local.time();
@@ -44,18 +52,44 @@ impl QuietHours {
         if self.start > self.end && t >= self.start {
             date = date.succ_opt()?;
         }
-        let mut end = date.and_time(self.end);
-        // The end may fall in a DST gap (02:30 on a spring-forward night): the
-        // window then ends at the first local time that exists after it.
-        for _ in 0..(4 * 60) {
-            match tz.from_local_datetime(&end) {
-                chrono::LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
-                chrono::LocalResult::Ambiguous(first, _) => return Some(first.with_timezone(&Utc)),
-                chrono::LocalResult::None => end += Duration::minutes(1),
+        // A gap may swallow the whole time outside a long window (00:15–00:00 on a
+        // night whose clock jumps 00:00 → 01:00): the window then runs on to the
+        // end of the next day's.
+        for _ in 0..2 {
+            let until = first_instant_after(tz, date.and_time(self.end), at)?;
+            if !self.contains(until.with_timezone(&tz).time()) {
+                return Some(until);
             }
+            date = date.succ_opt()?;
         }
         None
     }
+}
+
+/// The first instant later than `after` whose local time in `tz` is `local`,
+/// or the first instant after the gap when `local` does not exist that day.
+fn first_instant_after(
+    tz: Tz,
+    local: chrono::NaiveDateTime,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let mut local = local;
+    // Gaps are whole minutes and at most a few hours long.
+    for _ in 0..(4 * 60) {
+        match tz.from_local_datetime(&local) {
+            chrono::LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
+            chrono::LocalResult::Ambiguous(first, second) => {
+                let first = first.with_timezone(&Utc);
+                return Some(if first > after {
+                    first
+                } else {
+                    second.with_timezone(&Utc)
+                });
+            }
+            chrono::LocalResult::None => local += Duration::minutes(1),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -128,11 +162,62 @@ mod tests {
             night().defer_until(utc("2026-10-24T22:00:00Z"), london),
             Some(utc("2026-10-25T08:00:00Z"))
         );
-        // An end time that happens twice (01:30) ends at its first occurrence (00:30Z, still BST).
+        // An end time that happens twice (01:30), seen from before it: its first occurrence (00:30Z, still BST).
         let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
         assert_eq!(
             q.defer_until(utc("2026-10-24T23:30:00Z"), london),
             Some(utc("2026-10-25T00:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn london_fall_back_during_the_repeated_hour_ends_at_the_second_occurrence() {
+        // 01:15Z is 01:15 GMT, the second pass of London's repeated hour: the first
+        // 01:30 (00:30Z) is already past, so the window ends at the second (01:30Z).
+        let london: Tz = "Europe/London".parse().unwrap();
+        let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
+        let now = utc("2026-10-25T01:15:00Z");
+        assert_eq!(
+            q.defer_until(now, london),
+            Some(utc("2026-10-25T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back_during_the_repeated_hour_ends_at_the_second_occurrence() {
+        // New York repeats 01:00–02:00 on 2026-11-01: 06:10Z is 01:10 EST (second pass).
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let q = QuietHours::parse("22:00", "01:30").unwrap().unwrap();
+        let now = utc("2026-11-01T06:10:00Z");
+        assert_eq!(q.defer_until(now, ny), Some(utc("2026-11-01T06:30:00Z")));
+        // The first pass (05:10Z = 01:10 EDT) ends at the first 01:30 (05:30Z).
+        assert_eq!(
+            q.defer_until(utc("2026-11-01T05:10:00Z"), ny),
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn london_spring_forward_end_in_the_gap_ends_when_the_clock_resumes() {
+        // London skips 01:00–02:00 on 2026-03-29: 00:30Z is 00:30 GMT; 01:30 does not
+        // exist, so the window ends at 02:00 BST = 01:00Z.
+        let london: Tz = "Europe/London".parse().unwrap();
+        let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
+        assert_eq!(
+            q.defer_until(utc("2026-03-29T00:30:00Z"), london),
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn new_york_spring_forward_end_in_the_gap_ends_when_the_clock_resumes() {
+        // New York skips 02:00–03:00 on 2026-03-08: 06:30Z is 01:30 EST; 02:30 does not
+        // exist, so the window ends at 03:00 EDT = 07:00Z.
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let q = QuietHours::parse("01:00", "02:30").unwrap().unwrap();
+        assert_eq!(
+            q.defer_until(utc("2026-03-08T06:30:00Z"), ny),
+            Some(utc("2026-03-08T07:00:00Z"))
         );
     }
 
@@ -150,5 +235,86 @@ mod tests {
     fn empty_and_malformed_windows() {
         assert_eq!(QuietHours::parse("08:00", "08:00").unwrap(), None);
         assert!(QuietHours::parse("25:00", "08:00").is_err());
+    }
+
+    /// Every clock change in 2026–2027 of every IANA zone, found by scanning each
+    /// zone's UTC offset day by day and narrowing to the minute.
+    fn transitions() -> &'static [(Tz, DateTime<Utc>)] {
+        use chrono::Offset;
+        use std::sync::OnceLock;
+        static ALL: OnceLock<Vec<(Tz, DateTime<Utc>)>> = OnceLock::new();
+        ALL.get_or_init(|| {
+            let offset =
+                |tz: Tz, at: DateTime<Utc>| tz.offset_from_utc_datetime(&at.naive_utc()).fix();
+            let start = utc("2026-01-01T00:00:00Z");
+            let mut found = vec![];
+            for tz in chrono_tz::TZ_VARIANTS {
+                for day in 0..730 {
+                    let lo = start + Duration::days(day);
+                    let (mut lo, mut hi) = (lo.timestamp(), (lo + Duration::days(1)).timestamp());
+                    let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+                    if offset(tz, at(lo)) == offset(tz, at(hi)) {
+                        continue;
+                    }
+                    while hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        if offset(tz, at(mid)) == offset(tz, at(lo)) {
+                            lo = mid
+                        } else {
+                            hi = mid
+                        }
+                    }
+                    let hi = at(hi);
+                    found.push((tz, hi));
+                }
+            }
+            found
+        })
+    }
+
+    #[test]
+    fn the_scan_finds_the_known_clock_changes() {
+        let london: Tz = "Europe/London".parse().unwrap();
+        let found: Vec<_> = transitions()
+            .iter()
+            .filter(|(tz, _)| *tz == london)
+            .map(|(_, t)| *t)
+            .collect();
+        assert!(found.contains(&utc("2026-03-29T01:00:00Z")), "{found:?}");
+        assert!(found.contains(&utc("2026-10-25T01:00:00Z")), "{found:?}");
+        assert!(transitions().len() > 300, "{}", transitions().len());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        #[test]
+        fn the_end_is_after_now_within_a_day_and_outside_the_window(
+            which in proptest::prelude::any::<proptest::sample::Index>(),
+            around_min in -(26 * 60i64)..(26 * 60),
+            around_s in 0i64..60,
+            start_min in 0u32..(24 * 60),
+            end_min in 0u32..(24 * 60),
+            // Windows on the quarter hour are the common case; any minute is allowed.
+            quarter in proptest::prelude::any::<bool>(),
+        ) {
+            let (start_min, end_min) = if quarter { (start_min / 15 * 15, end_min / 15 * 15) } else { (start_min, end_min) };
+            let time = |m: u32| NaiveTime::from_hms_opt(m / 60, m % 60, 0).unwrap();
+            let Some(q) = QuietHours::new(time(start_min), time(end_min)) else { return Ok(()) };
+            let (tz, transition) = *which.get(transitions());
+            let now = transition + Duration::minutes(around_min) + Duration::seconds(around_s);
+            match q.defer_until(now, tz) {
+                None => proptest::prop_assert!(!q.contains(now.with_timezone(&tz).time())),
+                Some(until) => {
+                    proptest::prop_assert!(until > now, "{tz} {now} → {until}");
+                    // Within a day and the hour a clock change adds, unless a gap
+                    // swallowed all the time outside a nearly day-long window.
+                    let outside_min = (i64::from(start_min) - i64::from(end_min)).rem_euclid(24 * 60);
+                    let bound = if outside_min > 120 { Duration::hours(25) } else { Duration::hours(49) };
+                    proptest::prop_assert!(until - now <= bound, "{tz} {now} → {until}");
+                    let local = until.with_timezone(&tz).time();
+                    proptest::prop_assert!(!q.contains(local), "{tz} {now} → {until} ({local} local)");
+                }
+            }
+        }
     }
 }

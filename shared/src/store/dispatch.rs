@@ -128,7 +128,8 @@ pub async fn take_due(
              limit $2
              for update skip locked
          ), upd as (
-             update messages m set status = 'queued', status_rank = 1, queued_at = now(), updated_at = now()
+             update messages m set status = 'queued', status_rank = 1, queued_at = now(),
+                                 last_decision = 'queued', updated_at = now()
              from due where m.id = due.id
              returning m.id, m.phone_number
          ), logged as (
@@ -195,7 +196,8 @@ pub async fn stale_queued(
 pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "with gone as (
-             update messages m set status = 'canceled', status_rank = 100, updated_at = now()
+             update messages m set status = 'canceled', status_rank = 100, last_decision = 'cancelled',
+                                 updated_at = now()
              from campaigns c
              where c.id = m.campaign_id and c.state = 'cancelled' and m.status in ('pending', 'queued')
              returning m.id, m.campaign_id, m.phone_number

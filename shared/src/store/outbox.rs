@@ -122,6 +122,7 @@ pub async fn finish(
                  queued_at = case when $2 = 'pending' then null else m.queued_at end,
                  body = coalesce($9, m.body),
                  content_variables = coalesce($10, m.content_variables),
+                 last_decision = $7,
                  updated_at = now()
              where m.id = $1
                and (m.status = 'sending'

@@ -233,6 +233,7 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
     .await?;
     sqlx::query(
         "update messages set phone_number = $2, body = null, content_variables = null,
+             last_decision = case when status in ('pending', 'queued') then 'skipped_erased' else last_decision end,
              status = case when status in ('pending', 'queued') then 'skipped' else status end,
              status_rank = case when status in ('pending', 'queued') then $3 else status_rank end
          where phone_number = $1",
