@@ -68,6 +68,9 @@ locals {
     }
     fanout = {
       SEND_TOPIC = google_pubsub_topic.send.name
+      # Reconciliation reads Twilio's Messages API as the sender's account.
+      TWILIO_WHATSAPP_FROM = var.twilio_whatsapp_from
+      PUBLIC_BASE_URL      = local.status_base_url
     }
     sender = {
       REDIS_CA_CERT        = local.redis_ca_cert
@@ -85,7 +88,11 @@ locals {
     inbound = { DATABASE_URL = local.database_url_secret, TWILIO_AUTH_TOKEN = local.twilio_token_secret }
     status  = { DATABASE_URL = local.database_url_secret, TWILIO_AUTH_TOKEN = local.twilio_token_secret }
     ingest  = { DATABASE_URL = local.database_url_secret }
-    fanout  = { DATABASE_URL = local.database_url_secret }
+    fanout = {
+      DATABASE_URL       = local.database_url_secret
+      TWILIO_ACCOUNT_SID = local.twilio_sid_secret
+      TWILIO_AUTH_TOKEN  = local.twilio_token_secret
+    }
     sender = {
       DATABASE_URL       = local.database_url_secret
       REDIS_URL          = local.redis_url_secret

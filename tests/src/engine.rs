@@ -136,7 +136,7 @@ pub fn fast_settings() -> SenderSettings {
     SenderSettings {
         retry_base: Duration::from_millis(10),
         retry_cap: Duration::from_millis(100),
-        ambiguous_grace: Duration::from_secs(120),
+        account_hold_base: Duration::from_millis(50),
         ..SenderSettings::default()
     }
 }

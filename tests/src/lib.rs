@@ -16,6 +16,7 @@ pub mod fake_gcs;
 pub mod fixtures;
 pub mod ingest;
 pub mod pubsub_emulator;
+pub mod twilio_mock;
 
 /// The auth token the test Twilio account signs with.
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";

@@ -289,6 +289,8 @@ async fn the_tick_route_reports_what_it_did(db: PgPool) {
         db: db.clone(),
         publisher: RecordingPublisher::default(),
         settings: one_round(),
+        twilio: None,
+        reconcile: Default::default(),
     });
     let router = fanout::router(state);
     let (code, body) = send(

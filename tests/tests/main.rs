@@ -13,6 +13,7 @@ mod fanout;
 mod ingest;
 mod journey;
 mod pubsub;
+mod reconcile;
 mod segments;
 mod sender;
 mod support;

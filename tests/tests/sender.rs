@@ -308,38 +308,6 @@ async fn transient_errors_retry_with_backoff_then_fail(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
-async fn a_server_error_or_timeout_waits_for_a_callback_before_retrying(db: PgPool) {
-    opted_in(&db, json!({"first_name": "Ada"})).await;
-    let c = campaign(&db, &CampaignSpec::default()).await;
-    for twilio in [
-        twilio_answering(ResponseTemplate::new(500)).await,
-        twilio_answering(ResponseTemplate::new(201).set_delay(Duration::from_secs(2))).await,
-    ] {
-        sqlx::query("delete from decisions")
-            .execute(&db)
-            .await
-            .unwrap();
-        sqlx::query("delete from messages")
-            .execute(&db)
-            .await
-            .unwrap();
-        let id = queued_message(&db, c, PHONE).await;
-        send(&router(&db, &twilio), push_request(id)).await;
-        let m = messages::get(&db, id).await.unwrap().unwrap();
-        assert_eq!(m.status, "pending");
-        // At least the grace period: a callback for an accepted send would arrive first.
-        assert!(
-            m.next_attempt_at > Utc::now() + chrono::Duration::seconds(100),
-            "{:?}",
-            m.next_attempt_at
-        );
-        let (decision, reason) = last_decision(&db, id).await;
-        assert_eq!(decision, "retry");
-        assert_eq!(reason["ambiguous"], true);
-    }
-}
-
-#[sqlx::test(migrator = "MIGRATOR")]
 async fn permanent_errors_fail_at_once_and_21610_opts_out(db: PgPool) {
     opted_in(&db, json!({"first_name": "Ada"})).await;
     let c = campaign(&db, &CampaignSpec::default()).await;
@@ -578,13 +546,17 @@ impl wiremock::Respond for ArrivalTimes {
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_callback_that_beats_twilios_answer_keeps_the_sent_decision(db: PgPool) {
     use shared::store::messages::{CallbackUpdate, apply_status_callback};
-    use shared::store::outbox::{self, Ending};
+    use shared::store::outbox::{self, Ending, Finish};
     use shared::store::webhook_events::NewWebhookEvent;
 
     opted_in(&db, json!({"first_name": "Ada"})).await;
     let c = campaign(&db, &CampaignSpec::default()).await;
     let id = queued_message(&db, c, PHONE).await;
-    outbox::claim(&db, id).await.unwrap().expect("claimed");
+    let claim = outbox::claim(&db, id, 60.0)
+        .await
+        .unwrap()
+        .expect("claimed")
+        .claim;
     // Twilio delivered and called back (with our id) before its API answer reached us.
     let params = json!({"MessageSid": "SMfast", "MessageStatus": "delivered"});
     let event = NewWebhookEvent {
@@ -611,14 +583,18 @@ async fn a_callback_that_beats_twilios_answer_keeps_the_sent_decision(db: PgPool
             .advanced
     );
     let ending = Ending::Sent {
-        sid: "SMfast".into(),
+        sid: Some("SMfast".into()),
         twilio_status: "queued".into(),
+        reconcile_at: None,
     };
-    assert!(
-        outbox::finish(&db, id, &ending, "sent", &json!({"sid": "SMfast"}), None)
-            .await
-            .unwrap()
-    );
+    let sent = |ending| Finish {
+        ending,
+        decision: "sent",
+        reason: json!({}),
+        rendered: None,
+        attempted: true,
+    };
+    assert!(outbox::finish(&db, id, claim, &sent(ending)).await.unwrap());
     let m = messages::get(&db, id).await.unwrap().unwrap();
     assert_eq!(
         (m.status.as_str(), m.twilio_sid.as_deref()),
@@ -627,12 +603,9 @@ async fn a_callback_that_beats_twilios_answer_keeps_the_sent_decision(db: PgPool
     assert_eq!(last_decision(&db, id).await.0, "sent");
     // Another message's SID does not let a late answer through.
     let other = Ending::Sent {
-        sid: "SMother".into(),
+        sid: Some("SMother".into()),
         twilio_status: "queued".into(),
+        reconcile_at: None,
     };
-    assert!(
-        !outbox::finish(&db, id, &other, "sent", &json!({}), None)
-            .await
-            .unwrap()
-    );
+    assert!(!outbox::finish(&db, id, claim, &sent(other)).await.unwrap());
 }

@@ -1,6 +1,8 @@
-//! `fanout`: Cloud Scheduler calls `POST /tick` every minute. A tick starts
-//! due campaigns, materializes their recipients and dispatches due messages to
-//! Pub/Sub at each campaign's rate; ticks may overlap safely.
+//! `fanout`: Cloud Scheduler calls `POST /tick` every minute. A tick
+//! reconciles with Twilio what the senders could not know, starts due
+//! campaigns, materializes their recipients and dispatches due messages to
+//! Pub/Sub at each campaign's rate; ticks may overlap safely. `POST /reconcile`
+//! runs reconciliation alone (for a scheduler job of its own).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +12,40 @@ use axum::routing::post;
 use axum::{Json, Router};
 use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::engine::fanout::{self, FanoutSettings, TickReport};
+use shared::engine::reconcile::{self, ReconcileReport, ReconcileSettings};
 use shared::gcp::{PubSubConfig, TaskPublisher};
 use shared::http::ApiError;
+use shared::twilio::{TwilioClient, TwilioConfig};
 use sqlx::PgPool;
 
 /// The variables this binary cannot start without.
-pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "GCP_PROJECT", "SEND_TOPIC"];
+pub const REQUIRED_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "GCP_PROJECT",
+    "SEND_TOPIC",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_WHATSAPP_FROM",
+    "PUBLIC_BASE_URL",
+];
+
+/// `RECONCILE_IN_FLIGHT_SECONDS` (how long a send may still be on its way to
+/// Twilio), `RECONCILE_FINAL_AFTER_SECONDS` (when a sent message without its
+/// final status is fetched).
+pub fn reconcile_settings_from_env(env: &Env) -> Result<ReconcileSettings, ConfigError> {
+    let defaults = ReconcileSettings::default();
+    Ok(ReconcileSettings {
+        in_flight_for: Duration::from_secs(env.or(
+            "RECONCILE_IN_FLIGHT_SECONDS",
+            defaults.in_flight_for.as_secs(),
+        )?),
+        final_after: Duration::from_secs(env.or(
+            "RECONCILE_FINAL_AFTER_SECONDS",
+            defaults.final_after.as_secs(),
+        )?),
+        ..defaults
+    })
+}
 
 /// `FANOUT_BATCH_SIZE`, `FANOUT_TICK_SECONDS` (how long a tick dispatches).
 pub fn settings_from_env(env: &Env) -> Result<FanoutSettings, ConfigError> {
@@ -33,6 +63,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub pubsub: PubSubConfig,
     pub settings: FanoutSettings,
+    /// The Messages API that reconciliation reads.
+    pub twilio: TwilioConfig,
+    pub reconcile: ReconcileSettings,
     pub gcp_project: Option<String>,
 }
 
@@ -43,6 +76,8 @@ impl Config {
             database: DatabaseConfig::from_env(env)?,
             pubsub: PubSubConfig::from_env(env)?,
             settings: settings_from_env(env)?,
+            twilio: TwilioConfig::from_env(env)?,
+            reconcile: reconcile_settings_from_env(env)?,
             gcp_project: config::gcp_project(env),
         })
     }
@@ -52,20 +87,48 @@ pub struct AppState<P> {
     pub db: PgPool,
     pub publisher: P,
     pub settings: FanoutSettings,
+    /// Reconciliation runs at the start of each tick when Twilio is configured.
+    pub twilio: Option<TwilioClient>,
+    pub reconcile: ReconcileSettings,
 }
 
-/// `POST /tick`.
+/// `POST /tick` and `POST /reconcile`.
 pub fn router<P: TaskPublisher>(state: Arc<AppState<P>>) -> Router {
     Router::new()
         .route("/tick", post(tick::<P>))
+        .route("/reconcile", post(reconcile_only::<P>))
         .with_state(state)
+}
+
+/// What a tick did, reconciliation included.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TickOutcome {
+    #[serde(flatten)]
+    pub tick: TickReport,
+    pub reconciled: Option<ReconcileReport>,
 }
 
 async fn tick<P: TaskPublisher>(
     State(state): State<Arc<AppState<P>>>,
-) -> Result<Json<TickReport>, ApiError> {
-    fanout::tick(&state.db, &state.publisher, &state.settings)
+) -> Result<Json<TickOutcome>, ApiError> {
+    let reconciled = reconcile_pass(&state).await?;
+    let tick = fanout::tick(&state.db, &state.publisher, &state.settings)
         .await
-        .map(Json)
-        .map_err(|fanout::FanoutError::Database(e)| e.into())
+        .map_err(|fanout::FanoutError::Database(e)| ApiError::from(e))?;
+    Ok(Json(TickOutcome { tick, reconciled }))
+}
+
+async fn reconcile_only<P: TaskPublisher>(
+    State(state): State<Arc<AppState<P>>>,
+) -> Result<Json<Option<ReconcileReport>>, ApiError> {
+    Ok(Json(reconcile_pass(&state).await?))
+}
+
+async fn reconcile_pass<P>(state: &AppState<P>) -> Result<Option<ReconcileReport>, ApiError> {
+    let Some(twilio) = &state.twilio else {
+        return Ok(None);
+    };
+    Ok(Some(
+        reconcile::reconcile(&state.db, twilio, &state.reconcile).await?,
+    ))
 }

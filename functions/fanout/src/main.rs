@@ -3,6 +3,7 @@ use std::sync::Arc;
 use shared::config::load_or_exit;
 use shared::gcp::PubSubPublisher;
 use shared::http::server::{serve, with_standard_routes};
+use shared::twilio::TwilioClient;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,6 +15,8 @@ async fn main() -> anyhow::Result<()> {
         db: db.clone(),
         publisher,
         settings: config.settings.clone(),
+        twilio: Some(TwilioClient::new(config.twilio.clone())?),
+        reconcile: config.reconcile.clone(),
     });
     let app = with_standard_routes(fanout::router(state), db, config.gcp_project.clone());
     serve(app, config.port).await?;

@@ -184,9 +184,10 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     };
     let sender_settings =
         ::sender::settings_from_env(env, shared::engine::send::SenderSettings::default())?;
+    let twilio = TwilioClient::new(twilio_config)?;
     let sender = Arc::new(Sender::new(
         db.clone(),
-        TwilioClient::new(twilio_config)?,
+        twilio.clone(),
         limiter,
         sender_settings,
     ));
@@ -197,6 +198,8 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
             run_for: Duration::ZERO,
             ..fanout::settings_from_env(env)?
         },
+        twilio: Some(twilio),
+        reconcile: fanout::reconcile_settings_from_env(env)?,
     });
 
     // The /v1 API, with a development key unless one is given.

@@ -1,6 +1,8 @@
-//! The sender's decision for one message, in DESIGN §5's order: claim →
-//! campaign state → consent → 24-hour window → quiet hours → frequency cap →
-//! render → rate limit → Twilio. Every branch ends the claim with a decision.
+//! The sender: claim → [`decide`] (pure, DESIGN §5's order: campaign state →
+//! consent → 24-hour window → quiet hours → render) → act (frequency cap →
+//! rate limit → Twilio → record). Every branch ends the claim with a decision,
+//! and a send whose outcome is unknown is never sent again before
+//! reconciliation has asked Twilio (DESIGN §3.4, docs/sending.md).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,12 +15,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{Consent, ConsentSource, PhoneNumber, QuietHours};
-use crate::ratelimit::{Decision, Limit, Limiter};
-use crate::store::outbox::{self, Claimed, Ending};
+use crate::ratelimit::{Decision as Rate, Limit, Limiter};
+use crate::store::campaigns;
+use crate::store::outbox::{self, Claimed, Ending, Finish};
 use crate::store::users::{self, ConsentChange};
-use crate::template::{RenderError, Template, user_context};
-use crate::twilio::errors::OPTED_OUT;
-use crate::twilio::{Outbound, SendError, TwilioClient};
+use crate::template::{RenderError, Rendered, Template, user_context};
+use crate::twilio::errors::{Reaction, meaning};
+use crate::twilio::{Accepted, Outbound, SendError, TwilioClient};
 
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
@@ -31,9 +34,16 @@ pub struct SenderSettings {
     /// Retry backoff: full jitter over `base · 2^attempt`, capped.
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    /// After a send that may have reached Twilio, the retry waits at least
-    /// this long so that a status callback can show it was accepted.
-    pub ambiguous_grace: Duration,
+    /// How long a claim holds before reconciliation looks at it: longer than
+    /// the longest rate-limit wait plus Twilio's timeout.
+    pub claim_lease: Duration,
+    /// After a send whose outcome is unknown, reconciliation waits this long
+    /// (for a status callback to settle it) before asking Twilio.
+    pub unknown_grace: Duration,
+    /// An account-level refusal defers the message `base · 2^holds`, capped by `retry_cap`.
+    pub account_hold_base: Duration,
+    /// Consecutive account-level refusals that pause the campaign.
+    pub account_holds_to_pause: i32,
     /// Applies to campaigns without their own cap.
     pub default_frequency_cap: Option<i32>,
 }
@@ -46,10 +56,146 @@ impl Default for SenderSettings {
             max_wait: Duration::from_secs(1),
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(600),
-            ambiguous_grace: Duration::from_secs(120),
+            claim_lease: Duration::from_secs(120),
+            unknown_grace: Duration::from_secs(60),
+            account_hold_base: Duration::from_secs(30),
+            account_holds_to_pause: 3,
             default_frequency_cap: None,
         }
     }
+}
+
+/// What the sender does with a claimed message, chosen without I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// End the claim without calling Twilio.
+    End {
+        ending: Ending,
+        decision: &'static str,
+        reason: Value,
+    },
+    /// Send it, once the frequency cap and the rate limit allow.
+    Send(Box<Planned>),
+}
+
+/// A message cleared to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub frequency_cap: Option<i32>,
+    /// Outside the 24-hour window (or with no body): the content template.
+    pub use_content: bool,
+    pub rendered: Rendered,
+}
+
+fn end(ending: Ending, decision: &'static str, reason: Value) -> Decision {
+    Decision::End {
+        ending,
+        decision,
+        reason,
+    }
+}
+
+/// The sender's choice for a claimed message, in DESIGN §5's order. Pure: the
+/// frequency cap, the rate limit and Twilio come after, in [`Sender::handle`].
+pub fn decide(
+    c: &Claimed,
+    template: Result<&Template, &str>,
+    now: DateTime<Utc>,
+    settings: &SenderSettings,
+) -> Decision {
+    match c.campaign_state.as_str() {
+        "cancelled" => {
+            return end(
+                Ending::Skipped,
+                "cancelled",
+                json!({"campaign": "cancelled"}),
+            );
+        }
+        "paused" => {
+            let until = now + chrono::Duration::seconds(60);
+            return end(
+                Ending::Deferred { until },
+                "deferred_paused",
+                json!({"until": until}),
+            );
+        }
+        _ => {}
+    }
+    if c.consent.as_deref() != Some(Consent::OptedIn.as_str()) {
+        let consent = c.consent.as_deref().unwrap_or("no such user");
+        return end(
+            Ending::Skipped,
+            "skipped_no_consent",
+            json!({"consent": consent}),
+        );
+    }
+    let template = match template {
+        Ok(t) => t,
+        Err(e) => {
+            return end(
+                Ending::Skipped,
+                "skipped_render",
+                json!({"template_error": e}),
+            );
+        }
+    };
+    let in_window = c
+        .last_inbound_at
+        .is_some_and(|t| t > now - chrono::Duration::hours(24));
+    let use_content = !in_window || c.body.is_none();
+    if use_content && !template.is_content_template() {
+        return end(
+            Ending::Skipped,
+            "needs_template_outside_window",
+            json!({"last_inbound_at": c.last_inbound_at, "reason": "outside the 24-hour window the template needs a content_sid"}),
+        );
+    }
+    if let Some(q) = quiet_hours(c.quiet_hours_start, c.quiet_hours_end) {
+        let tz = timezone(c, settings.default_timezone);
+        if let Some(until) = q.defer_until(now, tz) {
+            return end(
+                Ending::Deferred { until },
+                "deferred_quiet_hours",
+                json!({"timezone": tz.name(), "until": until}),
+            );
+        }
+    }
+    let ctx = user_context(
+        &c.phone_number,
+        c.attributes.as_ref().unwrap_or(&Value::Null),
+        c.profile_name.as_deref(),
+    );
+    match template.render(&ctx) {
+        Ok(rendered) => Decision::Send(Box::new(Planned {
+            frequency_cap: c.frequency_cap.or(settings.default_frequency_cap),
+            use_content,
+            rendered,
+        })),
+        Err(RenderError::MissingVariables(vars)) => end(
+            Ending::Skipped,
+            "skipped_render",
+            json!({"missing_variables": vars}),
+        ),
+        Err(e) => end(
+            Ending::Skipped,
+            "skipped_render",
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+fn timezone(c: &Claimed, default: Tz) -> Tz {
+    c.attributes
+        .as_ref()
+        .and_then(|a| a.get("timezone"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Tz>().ok())
+        .or_else(|| c.default_timezone.parse::<Tz>().ok())
+        .unwrap_or(default)
+}
+
+fn quiet_hours(start: Option<NaiveTime>, end: Option<NaiveTime>) -> Option<QuietHours> {
+    QuietHours::new(start?, end?)
 }
 
 /// Compiled templates by id and version (`updated_at`).
@@ -117,149 +263,71 @@ impl Sender {
         Ok(t)
     }
 
-    async fn end(
-        &self,
-        c: &Claimed,
-        ending: Ending,
-        decision: &'static str,
-        reason: Value,
-    ) -> Result<Handled, SendFailure> {
-        outbox::finish(&self.db, c.message_id, &ending, decision, &reason, None).await?;
-        tracing::info!(message_id = %c.message_id, decision, "message decided");
-        Ok(Handled::Decided(decision))
+    async fn end(&self, c: &Claimed, f: Finish<'static>) -> Result<Handled, SendFailure> {
+        outbox::finish(&self.db, c.message_id, c.claim, &f).await?;
+        tracing::info!(message_id = %c.message_id, decision = f.decision, "message decided");
+        Ok(Handled::Decided(f.decision))
     }
 
     /// Handles one send task.
     #[tracing::instrument(skip_all, fields(%message_id))]
     pub async fn handle(&self, message_id: Uuid) -> Result<Handled, SendFailure> {
-        let Some(c) = outbox::claim(&self.db, message_id).await? else {
+        let lease = self.settings.claim_lease.as_secs_f64();
+        let Some(c) = outbox::claim(&self.db, message_id, lease).await? else {
             tracing::info!("message not claimable (duplicate delivery or already handled)");
             return Ok(Handled::NotClaimed);
         };
-        let now = Utc::now();
-
-        match c.campaign_state.as_str() {
-            "cancelled" => {
-                return self
-                    .end(
-                        &c,
-                        Ending::Skipped,
-                        "cancelled",
-                        json!({"campaign": "cancelled"}),
-                    )
-                    .await;
+        let template = self.template(&c);
+        let template = template.as_deref().map_err(String::as_str);
+        match decide(&c, template, Utc::now(), &self.settings) {
+            Decision::End {
+                ending,
+                decision,
+                reason,
+            } => {
+                self.end(&c, Finish::without_send(ending, decision, reason))
+                    .await
             }
-            "paused" => {
-                let until = now + chrono::Duration::seconds(60);
-                return self
-                    .end(
-                        &c,
-                        Ending::Deferred { until },
-                        "deferred_paused",
-                        json!({"until": until}),
-                    )
-                    .await;
-            }
-            _ => {}
-        }
-
-        if c.consent.as_deref() != Some(Consent::OptedIn.as_str()) {
-            let consent = c.consent.as_deref().unwrap_or("no such user");
-            return self
-                .end(
-                    &c,
-                    Ending::Skipped,
-                    "skipped_no_consent",
-                    json!({"consent": consent}),
-                )
-                .await;
-        }
-
-        let template = match self.template(&c) {
-            Ok(t) => t,
-            Err(e) => {
-                return self
-                    .end(
-                        &c,
-                        Ending::Skipped,
-                        "skipped_render",
-                        json!({"template_error": e}),
-                    )
-                    .await;
-            }
-        };
-        let in_window = c
-            .last_inbound_at
-            .is_some_and(|t| t > now - chrono::Duration::hours(24));
-        let use_content = !in_window || c.body.is_none();
-        if use_content && !template.is_content_template() {
-            return self
-                .end(
-                    &c,
-                    Ending::Skipped,
-                    "needs_template_outside_window",
-                    json!({"last_inbound_at": c.last_inbound_at, "reason": "outside the 24-hour window the template needs a content_sid"}),
-                )
-                .await;
-        }
-
-        if let Some(q) = quiet_hours(c.quiet_hours_start, c.quiet_hours_end) {
-            let tz = self.timezone(&c);
-            if let Some(until) = q.defer_until(now, tz) {
-                return self
-                    .end(
-                        &c,
-                        Ending::Deferred { until },
-                        "deferred_quiet_hours",
-                        json!({"timezone": tz.name(), "until": until}),
-                    )
-                    .await;
+            Decision::Send(plan) => {
+                match self.clear_to_send(&c, &plan).await {
+                    Ok(None) => {}
+                    Ok(Some(handled)) => return Ok(handled),
+                    Err(e) => {
+                        // Nothing went to Twilio: give the claim back for the redelivery.
+                        self.give_back(&c, &e).await;
+                        return Err(e);
+                    }
+                }
+                let to = PhoneNumber::from_trusted(c.phone_number.clone());
+                let result = self.twilio.send(&outbound(&c, &plan, &to)).await;
+                // From here a failure to record leaves the claim to its lease:
+                // Twilio may hold the message, so only reconciliation may decide.
+                self.record(&c, &plan, result).await
             }
         }
+    }
 
-        if let Some(cap) = c.frequency_cap.or(self.settings.default_frequency_cap) {
-            let sent = outbox::sent_in_last_day(&self.db, &c.phone_number).await?;
-            if sent >= i64::from(cap) {
-                return self
-                    .end(
-                        &c,
-                        Ending::Skipped,
-                        "skipped_frequency_cap",
-                        json!({"sent_last_24h": sent, "cap": cap}),
-                    )
-                    .await;
+    /// The frequency cap and the rate limit: `Some` when they ended the claim.
+    async fn clear_to_send(
+        &self,
+        c: &Claimed,
+        plan: &Planned,
+    ) -> Result<Option<Handled>, SendFailure> {
+        if let Some(cap) = plan.frequency_cap {
+            let counted = outbox::reserve_frequency_cap(
+                &self.db,
+                c.message_id,
+                c.claim,
+                &c.phone_number,
+                cap,
+            )
+            .await?;
+            if let Err(sent) = counted {
+                let reason = json!({"sent_last_24h": sent, "cap": cap});
+                let f = Finish::without_send(Ending::Skipped, "skipped_frequency_cap", reason);
+                return self.end(c, f).await.map(Some);
             }
         }
-
-        let ctx = user_context(
-            &c.phone_number,
-            c.attributes.as_ref().unwrap_or(&Value::Null),
-            c.profile_name.as_deref(),
-        );
-        let rendered = match template.render(&ctx) {
-            Ok(r) => r,
-            Err(RenderError::MissingVariables(vars)) => {
-                return self
-                    .end(
-                        &c,
-                        Ending::Skipped,
-                        "skipped_render",
-                        json!({"missing_variables": vars}),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .end(
-                        &c,
-                        Ending::Skipped,
-                        "skipped_render",
-                        json!({"error": e.to_string()}),
-                    )
-                    .await;
-            }
-        };
-
         let limits = [
             Limit {
                 key: format!("campaign:{}", c.campaign_id),
@@ -274,137 +342,184 @@ impl Sender {
         ];
         loop {
             match self.limiter.acquire(&limits).await {
-                Ok(Decision::Granted) => break,
-                Ok(Decision::Wait(d)) if d <= self.settings.max_wait => tokio::time::sleep(d).await,
-                Ok(Decision::Wait(d)) => {
+                Ok(Rate::Granted) => return Ok(None),
+                Ok(Rate::Wait(d)) if d <= self.settings.max_wait => tokio::time::sleep(d).await,
+                Ok(Rate::Wait(d)) => {
                     let until = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
-                    return self
-                        .end(
-                            &c,
-                            Ending::Deferred { until },
-                            "deferred_rate_limit",
-                            json!({"wait_ms": d.as_millis() as u64}),
-                        )
-                        .await;
+                    let reason = json!({"wait_ms": d.as_millis() as u64});
+                    let f = Finish::without_send(
+                        Ending::Deferred { until },
+                        "deferred_rate_limit",
+                        reason,
+                    );
+                    return self.end(c, f).await.map(Some);
                 }
-                Err(e) => {
-                    // Never send unlimited: give the claim back and let Pub/Sub retry.
-                    outbox::finish(
-                        &self.db,
-                        c.message_id,
-                        &Ending::Released,
-                        "released",
-                        &json!({"reason": e.to_string()}),
-                        None,
-                    )
-                    .await?;
-                    return Err(SendFailure::Unavailable(e.to_string()));
-                }
+                // Never send unlimited: give the claim back and let Pub/Sub retry.
+                Err(e) => return Err(SendFailure::Unavailable(e.to_string())),
             }
         }
+    }
 
-        let to = PhoneNumber::from_trusted(c.phone_number.clone());
-        let (body, content_sid, content_variables) = if use_content {
-            (
-                None,
-                rendered.content_sid.as_deref(),
-                rendered.content_variables.as_deref(),
-            )
-        } else {
-            (rendered.body.as_deref(), None, None)
+    /// Gives the claim back (`queued`) after a failure before Twilio; if even
+    /// that fails, the lease runs out and reconciliation finds nothing sent.
+    async fn give_back(&self, c: &Claimed, cause: &SendFailure) {
+        let f = Finish::without_send(
+            Ending::Released,
+            "released",
+            json!({"reason": cause.to_string()}),
+        );
+        if let Err(e) = outbox::finish(&self.db, c.message_id, c.claim, &f).await {
+            tracing::warn!(error = %e, "claim not given back; its lease will end it");
+        }
+    }
+
+    /// Records what Twilio answered, as the error table says ([`Reaction`]).
+    async fn record(
+        &self,
+        c: &Claimed,
+        plan: &Planned,
+        result: Result<Accepted, SendError>,
+    ) -> Result<Handled, SendFailure> {
+        let rendered = Some((
+            plan.rendered.body.clone(),
+            plan.rendered.content_variables.clone(),
+        ));
+        let sent = |ending: Ending, decision: &'static str, reason: Value| Finish {
+            ending,
+            decision,
+            reason,
+            rendered: rendered.clone(),
+            attempted: true,
         };
-        let outbound = Outbound {
-            message_id: c.message_id,
-            to: &to,
-            body,
-            content_sid,
-            content_variables,
-        };
-        let stored = (&rendered.body, &rendered.content_variables);
-        match self.twilio.send(&outbound).await {
+        let now = Utc::now();
+        let error = match result {
             Ok(accepted) => {
                 let reason = json!({"sid": accepted.sid, "twilio_status": accepted.status});
+                let reconcile_at = accepted.sid.is_none().then(|| {
+                    now + chrono::Duration::from_std(self.settings.unknown_grace)
+                        .unwrap_or_default()
+                });
                 let ending = Ending::Sent {
                     sid: accepted.sid,
                     twilio_status: accepted.status,
+                    reconcile_at,
                 };
-                outbox::finish(
-                    &self.db,
-                    c.message_id,
-                    &ending,
-                    "sent",
-                    &reason,
-                    Some(stored),
-                )
-                .await?;
-                tracing::info!(decision = "sent", "message decided");
-                Ok(Handled::Decided("sent"))
-            }
-            Err(SendError::Transient {
-                code,
-                message,
-                ambiguous,
-            }) if c.attempts < c.max_attempts => {
-                let mut wait = backoff(
-                    c.attempts,
-                    self.settings.retry_base,
-                    self.settings.retry_cap,
-                );
-                if ambiguous {
-                    wait = wait.max(self.settings.ambiguous_grace);
+                let handled = self.end(c, sent(ending, "sent", reason)).await?;
+                if c.account_holds > 0 {
+                    campaigns::clear_account_holds(&self.db, c.campaign_id).await?;
                 }
-                let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                let reason = json!({"code": code, "error": message, "attempt": c.attempts, "ambiguous": ambiguous, "until": until});
-                self.end(&c, Ending::Deferred { until }, "retry", reason)
+                return Ok(handled);
+            }
+            Err(e) => e,
+        };
+        let (code, message) = (error.code(), error.message().to_owned());
+        let attempt = c.attempts + 1;
+        match error.reaction() {
+            Reaction::Retry if attempt < c.max_attempts => {
+                let wait = backoff(attempt, self.settings.retry_base, self.settings.retry_cap);
+                let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                let reason =
+                    json!({"code": code, "error": message, "attempt": attempt, "until": until});
+                self.end(c, sent(Ending::Deferred { until }, "retry", reason))
                     .await
             }
-            Err(SendError::Transient { code, message, .. }) => {
-                let reason = json!({"code": code, "error": message, "attempts": c.attempts, "reason": "attempts exhausted"});
+            Reaction::Retry => {
+                let reason = json!({"code": code, "error": message, "attempts": attempt, "reason": "attempts exhausted"});
                 let ending = Ending::Failed { code, message };
-                self.end(&c, ending, "failed", reason).await
+                self.end(c, sent(ending, "failed", reason)).await
             }
-            Err(SendError::Permanent { code, message }) => {
+            Reaction::Reconcile => {
+                let reconcile_at = now
+                    + chrono::Duration::from_std(self.settings.unknown_grace).unwrap_or_default();
+                let reason = json!({"code": code, "error": message, "attempt": attempt, "reconcile_at": reconcile_at,
+                                    "reason": "Twilio may hold the message: never sent again before reconciliation"});
+                let ending = Ending::Unknown { reconcile_at };
+                self.end(c, sent(ending, "outcome_unknown", reason)).await
+            }
+            Reaction::FailMessage => {
+                let reason = json!({"code": code, "error": message, "meaning": code.and_then(meaning).map(|m| m.meaning)});
+                self.end(c, sent(Ending::Failed { code, message }, "failed", reason))
+                    .await
+            }
+            Reaction::OptOut => {
                 let reason = json!({"code": code, "error": message});
                 let mut tx = self.db.begin().await?;
-                outbox::finish(
-                    &mut *tx,
-                    c.message_id,
-                    &Ending::Failed { code, message },
-                    "failed",
-                    &reason,
-                    Some(stored),
-                )
-                .await?;
-                if code == Some(OPTED_OUT) {
-                    let change = ConsentChange {
-                        to: Consent::OptedOut,
-                        source: ConsentSource::Twilio,
-                        webhook_event_id: None,
-                        import_id: None,
-                        detail: Some("Twilio error 21610 on send: recipient unsubscribed"),
-                    };
-                    users::set_consent(&mut *tx, &c.phone_number, change).await?;
-                }
+                let f = sent(Ending::Failed { code, message }, "failed", reason);
+                outbox::finish(&mut *tx, c.message_id, c.claim, &f).await?;
+                let change = ConsentChange {
+                    to: Consent::OptedOut,
+                    source: ConsentSource::Twilio,
+                    webhook_event_id: None,
+                    import_id: None,
+                    detail: Some("Twilio error 21610 on send: recipient unsubscribed"),
+                };
+                users::set_consent(&mut *tx, &c.phone_number, change).await?;
                 tx.commit().await?;
                 tracing::info!(decision = "failed", ?code, "message decided");
                 Ok(Handled::Decided("failed"))
             }
+            Reaction::HoldAccount => self.hold_account(c, code, message).await,
         }
     }
 
-    fn timezone(&self, c: &Claimed) -> Tz {
-        c.attributes
-            .as_ref()
-            .and_then(|a| a.get("timezone"))
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse::<Tz>().ok())
-            .or_else(|| c.default_timezone.parse::<Tz>().ok())
-            .unwrap_or(self.settings.default_timezone)
+    /// The account cannot send: the message waits (no attempt used), and
+    /// repeated refusals pause the campaign.
+    async fn hold_account(
+        &self,
+        c: &Claimed,
+        code: Option<i32>,
+        message: String,
+    ) -> Result<Handled, SendFailure> {
+        let holds = c.account_holds + 1;
+        let wait = self
+            .settings
+            .account_hold_base
+            .saturating_mul(2u32.saturating_pow(c.account_holds.clamp(0, 16) as u32))
+            .min(self.settings.retry_cap);
+        let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let cause = code.and_then(meaning).map(|m| m.meaning);
+        let reason = json!({"code": code, "error": message, "cause": cause, "account_holds": holds, "until": until});
+        let handled = self
+            .end(
+                c,
+                Finish::without_send(
+                    Ending::Deferred { until },
+                    "deferred_account_hold",
+                    reason.clone(),
+                ),
+            )
+            .await?;
+        let pause_at = self.settings.account_holds_to_pause;
+        if campaigns::note_account_hold(&self.db, c.campaign_id, pause_at, &reason).await? {
+            tracing::error!(
+                campaign_id = %c.campaign_id,
+                code,
+                cause = cause.unwrap_or(message.as_str()),
+                "Twilio refuses the account: campaign paused after {pause_at} account-level errors; resume it once the account is fixed"
+            );
+        }
+        Ok(handled)
     }
 }
 
-fn quiet_hours(start: Option<NaiveTime>, end: Option<NaiveTime>) -> Option<QuietHours> {
-    QuietHours::new(start?, end?)
+fn outbound<'a>(c: &'a Claimed, plan: &'a Planned, to: &'a PhoneNumber) -> Outbound<'a> {
+    let r = &plan.rendered;
+    let (body, content_sid, content_variables) = if plan.use_content {
+        (
+            None,
+            r.content_sid.as_deref(),
+            r.content_variables.as_deref(),
+        )
+    } else {
+        (r.body.as_deref(), None, None)
+    };
+    Outbound {
+        message_id: c.message_id,
+        to,
+        body,
+        content_sid,
+        content_variables,
+    }
 }
 
 /// Full jitter: a uniform wait in `[0, min(cap, base · 2^attempt)]`.
@@ -415,20 +530,4 @@ pub fn backoff(attempt: i32, base: Duration, cap: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let (base, cap) = (Duration::from_secs(2), Duration::from_secs(600));
-        for _ in 0..200 {
-            assert!(backoff(1, base, cap) <= Duration::from_secs(4));
-            assert!(backoff(3, base, cap) <= Duration::from_secs(16));
-            assert!(backoff(30, base, cap) <= cap);
-        }
-        // Full jitter spreads retries over the whole range.
-        let samples: Vec<_> = (0..200).map(|_| backoff(8, base, cap)).collect();
-        assert!(samples.iter().any(|d| *d < Duration::from_secs(100)));
-        assert!(samples.iter().any(|d| *d > Duration::from_secs(300)));
-    }
-}
+mod tests;

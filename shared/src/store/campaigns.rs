@@ -176,7 +176,9 @@ pub async fn set_state(
 ) -> Result<Option<Campaign>, sqlx::Error> {
     sqlx::query_as(concat!("update campaigns set
              state = $3,
-             starts_at = case when $3 = 'scheduled' then coalesce(starts_at, now()) else starts_at end
+             starts_at = case when $3 = 'scheduled' then coalesce(starts_at, now()) else starts_at end,
+             -- Resuming starts the count of account-level refusals afresh.
+             account_holds = case when $3 = 'running' then 0 else account_holds end
          where id = $1 and state = $2
          returning ", columns!()))
     .bind(id)
@@ -184,6 +186,49 @@ pub async fn set_state(
     .bind(to.as_str())
     .fetch_optional(db)
     .await
+}
+
+/// Counts one account-level refusal (credentials, suspension, daily limit)
+/// for the campaign; at `pause_at` consecutive ones a running campaign pauses,
+/// with a decision saying why. Returns true when this call paused it.
+#[tracing::instrument(skip_all, fields(%id))]
+pub async fn note_account_hold(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    pause_at: i32,
+    reason: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let paused: Option<bool> = sqlx::query_scalar(
+        "with upd as (
+             update campaigns c set
+                 account_holds = c.account_holds + 1,
+                 state = case when c.state = 'running' and c.account_holds + 1 >= $2 then 'paused' else c.state end
+             from (select state from campaigns where id = $1) before
+             where c.id = $1
+             returning c.state, before.state as was
+         ), paused as (
+             select 1 from upd where state = 'paused' and was = 'running'
+         ), logged as (
+             insert into decisions (campaign_id, decision, reason)
+             select $1, 'paused_account_hold', $3 from paused
+         )
+         select exists (select 1 from paused)",
+    )
+    .bind(id)
+    .bind(pause_at)
+    .bind(reason)
+    .fetch_optional(db)
+    .await?;
+    Ok(paused.unwrap_or(false))
+}
+
+/// A send went through: the account answers again.
+pub async fn clear_account_holds(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update campaigns set account_holds = 0 where id = $1 and account_holds > 0")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// How a campaign's messages are doing.

@@ -1,5 +1,7 @@
 //! `messages`: the outbox and the delivery record in one row.
 
+pub mod reconcile;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -107,6 +109,9 @@ pub async fn apply_status_callback(
                  read_at = case when $10 = 'read' then coalesce(m.read_at, now()) else m.read_at end,
                  failed_at = case when $10 in ('failed', 'undelivered', 'canceled')
                            then coalesce(m.failed_at, now()) else m.failed_at end,
+                 -- Twilio has it: a send whose outcome was unknown is settled.
+                 reconcile_at = null,
+                 outcome_unknown = false,
                  updated_at = now()
              from target
              where m.id = target.id and $10::text is not null and m.status_rank < $14

@@ -10,8 +10,13 @@ use uuid::Uuid;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub message_id: Uuid,
+    /// This claim's number: only this claim may end it ([`finish`]).
+    pub claim: i32,
+    /// Consecutive account-level refusals of the campaign so far.
+    pub account_holds: i32,
     pub campaign_id: Uuid,
     pub phone_number: String,
+    /// Twilio send requests made before this claim.
     pub attempts: i32,
     pub campaign_state: String,
     pub rate_per_second: i32,
@@ -33,22 +38,25 @@ pub struct Claimed {
 }
 
 /// `queued → sending`, only for a message no sender has claimed and Twilio
-/// has never accepted. `None` means someone else has it (or had it).
+/// has never accepted. `None` means someone else has it (or had it). The claim
+/// holds for `lease_secs`; after that reconciliation looks at the message.
 #[tracing::instrument(skip_all, fields(%message_id))]
 pub async fn claim(
     db: impl PgExecutor<'_>,
     message_id: Uuid,
+    lease_secs: f64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     sqlx::query_as(
         "with claimed as (
              update messages set status = 'sending', status_rank = 2, sending_at = now(),
-                                 attempts = attempts + 1, updated_at = now()
+                                 claims = claims + 1, outcome_unknown = false, cap_reserved = false,
+                                 reconcile_at = now() + make_interval(secs => $2), updated_at = now()
              where id = $1 and status = 'queued' and twilio_sid is null
-             returning id, campaign_id, phone_number, attempts
+             returning id, claims, campaign_id, phone_number, attempts
          )
-         select c.id as message_id, c.campaign_id, c.phone_number, c.attempts,
-                k.state as campaign_state, k.rate_per_second, k.quiet_hours_start, k.quiet_hours_end,
-                k.default_timezone, k.frequency_cap, k.max_attempts,
+         select c.id as message_id, c.claims as claim, c.campaign_id, c.phone_number, c.attempts,
+                k.account_holds, k.state as campaign_state, k.rate_per_second, k.quiet_hours_start,
+                k.quiet_hours_end, k.default_timezone, k.frequency_cap, k.max_attempts,
                 t.id as template_id, t.updated_at as template_version, t.body, t.content_sid, t.content_variables,
                 u.consent, u.attributes, u.profile_name, u.last_inbound_at
          from claimed c
@@ -57,53 +65,125 @@ pub async fn claim(
          left join users u on u.phone_number = c.phone_number",
     )
     .bind(message_id)
+    .bind(lease_secs)
     .fetch_optional(db)
     .await
 }
 
-/// How many campaign messages the user was sent in the last 24 hours.
-pub async fn sent_in_last_day(db: impl PgExecutor<'_>, phone: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from messages where phone_number = $1 and sent_at > now() - interval '24 hours'")
+/// Counts the claim against the person's frequency cap, or says it would go
+/// over. Under a per-person lock, so two campaigns (or two sender instances)
+/// cannot both pass the cap's last slot: claims that passed and have not ended
+/// count like sends of the last 24 hours. `Err(n)`: `n` already count.
+#[tracing::instrument(skip_all, fields(%message_id))]
+pub async fn reserve_frequency_cap(
+    db: &sqlx::PgPool,
+    message_id: Uuid,
+    claim: i32,
+    phone: &str,
+    cap: i32,
+) -> Result<Result<(), i64>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
         .bind(phone)
-        .fetch_one(db)
-        .await
+        .execute(&mut *tx)
+        .await?;
+    let counted: i64 = sqlx::query_scalar(
+        "select count(*) from messages
+         where phone_number = $1 and id <> $2
+           and (sent_at > now() - interval '24 hours' or (status = 'sending' and cap_reserved))",
+    )
+    .bind(phone)
+    .bind(message_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if counted >= i64::from(cap) {
+        return Ok(Err(counted));
+    }
+    sqlx::query(
+        "update messages set cap_reserved = true where id = $1 and claims = $2 and status = 'sending'",
+    )
+    .bind(message_id)
+    .bind(claim)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
 }
 
 /// How a claim ends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
-    /// Twilio accepted: store the SID; `sent` unless a callback got further already.
-    Sent { sid: String, twilio_status: String },
+    /// Twilio accepted: store the SID (when its answer said it); `sent` unless
+    /// a callback got further already.
+    Sent {
+        sid: Option<String>,
+        twilio_status: String,
+        /// When Twilio's answer did not name the SID: when reconciliation finds it.
+        reconcile_at: Option<DateTime<Utc>>,
+    },
     /// Never to be sent (status `skipped`).
     Skipped,
     /// Not now: back to `pending` until `until` (quiet hours, rate limit, a retry, a pause).
     Deferred { until: DateTime<Utc> },
     /// Ends with an error (status `failed`).
     Failed { code: Option<i32>, message: String },
+    /// Twilio may hold it: stays `sending`, flagged, until reconciliation
+    /// (from `reconcile_at`) has asked Twilio.
+    Unknown { reconcile_at: DateTime<Utc> },
     /// Give the claim back untouched (`queued`), for a redelivery to take.
     Released,
 }
 
-/// Ends the claim and writes its decision in one statement. Returns false when
-/// the message was no longer `sending` (nothing was written), except that a
-/// send Twilio accepted is recorded even after its callbacks moved the message on.
-#[tracing::instrument(skip_all, fields(%message_id, decision))]
+/// One claim's end, with the decision written beside it.
+#[derive(Debug, Clone)]
+pub struct Finish<'a> {
+    pub ending: Ending,
+    pub decision: &'a str,
+    pub reason: Value,
+    /// The rendered body and content variables, kept once they went (or may
+    /// have gone) to Twilio.
+    pub rendered: Option<(Option<String>, Option<String>)>,
+    /// A request went to Twilio: it counts as an attempt.
+    pub attempted: bool,
+}
+
+impl<'a> Finish<'a> {
+    /// An end that involved no request to Twilio.
+    pub fn without_send(ending: Ending, decision: &'a str, reason: Value) -> Self {
+        Self {
+            ending,
+            decision,
+            reason,
+            rendered: None,
+            attempted: false,
+        }
+    }
+}
+
+/// Ends claim number `claim` and writes its decision in one statement. Returns
+/// false when that claim no longer holds the message (nothing was written),
+/// except that a send Twilio accepted is recorded even after its callbacks
+/// moved the message on.
+#[tracing::instrument(skip_all, fields(%message_id, decision = f.decision))]
 pub async fn finish(
     db: impl PgExecutor<'_>,
     message_id: Uuid,
-    ending: &Ending,
-    decision: &str,
-    reason: &Value,
-    rendered: Option<(&Option<String>, &Option<String>)>,
+    claim: i32,
+    f: &Finish<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let (status, sid, until, code, message) = match ending {
-        Ending::Sent { sid, .. } => ("sent", Some(sid), None, None, None),
-        Ending::Skipped => ("skipped", None, None, None, None),
-        Ending::Deferred { until } => ("pending", None, Some(*until), None, None),
-        Ending::Failed { code, message } => ("failed", None, None, *code, Some(message)),
-        Ending::Released => ("queued", None, None, None, None),
+    let (status, sid, until, code, message, reconcile_at) = match &f.ending {
+        Ending::Sent {
+            sid, reconcile_at, ..
+        } => ("sent", sid.as_ref(), None, None, None, *reconcile_at),
+        Ending::Skipped => ("skipped", None, None, None, None, None),
+        Ending::Deferred { until } => ("pending", None, Some(*until), None, None, None),
+        Ending::Failed { code, message } => ("failed", None, None, *code, Some(message), None),
+        Ending::Unknown { reconcile_at } => {
+            ("sending", None, None, None, None, Some(*reconcile_at))
+        }
+        Ending::Released => ("queued", None, None, None, None, None),
     };
-    let (body, content_variables) = rendered.map_or((None, None), |(b, c)| (b.clone(), c.clone()));
+    let (body, content_variables) = f.rendered.clone().unwrap_or((None, None));
     let content_variables: Option<Value> =
         content_variables.and_then(|c| serde_json::from_str(&c).ok());
     let done: Option<bool> = sqlx::query_scalar(
@@ -111,24 +191,28 @@ pub async fn finish(
              update messages m set
                  status = case when $2 = 'sent' and m.status_rank >= 3 then m.status else $2 end,
                  status_rank = case $2 when 'sent' then greatest(m.status_rank, 3)
-                                       when 'pending' then 0 when 'queued' then 1 else 100 end,
+                                       when 'pending' then 0 when 'queued' then 1
+                                       when 'sending' then 2 else 100 end,
                  twilio_sid = coalesce($3, m.twilio_sid),
                  next_attempt_at = coalesce($4, m.next_attempt_at),
                  error_code = coalesce($5, m.error_code),
                  error_message = coalesce($6, m.error_message),
-                 attempts = case when $2 = 'queued' then m.attempts - 1 else m.attempts end,
+                 attempts = m.attempts + $11::int,
                  sent_at = case when $2 = 'sent' then coalesce(m.sent_at, now()) else m.sent_at end,
                  failed_at = case when $2 = 'failed' then now() else m.failed_at end,
                  queued_at = case when $2 = 'pending' then null else m.queued_at end,
+                 reconcile_at = $12,
+                 outcome_unknown = ($2 = 'sending'),
+                 cap_reserved = m.cap_reserved and $2 in ('sending', 'sent'),
                  body = coalesce($9, m.body),
                  content_variables = coalesce($10, m.content_variables),
                  last_decision = $7,
                  updated_at = now()
-             where m.id = $1
+             where m.id = $1 and m.claims = $13
                and (m.status = 'sending'
                     -- Twilio's callback (naming our id) can beat its API answer:
                     -- the send is still recorded, the further status kept.
-                    or ($2 = 'sent' and m.status_rank > 2 and m.twilio_sid = $3))
+                    or ($2 = 'sent' and m.status_rank > 2 and ($3 is null or m.twilio_sid = $3)))
              returning m.id, m.campaign_id, m.phone_number
          ), logged as (
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
@@ -142,10 +226,13 @@ pub async fn finish(
     .bind(until)
     .bind(code)
     .bind(message)
-    .bind(decision)
-    .bind(reason)
+    .bind(f.decision)
+    .bind(&f.reason)
     .bind(body)
     .bind(content_variables)
+    .bind(i32::from(f.attempted))
+    .bind(reconcile_at)
+    .bind(claim)
     .fetch_optional(db)
     .await?;
     Ok(done.unwrap_or(false))

@@ -5,5 +5,7 @@ pub mod client;
 pub mod errors;
 pub mod signature;
 
-pub use client::{Accepted, Outbound, SendError, Sender, TwilioClient, TwilioConfig};
+pub use client::{
+    Accepted, LookupError, Outbound, SendError, Sender, TwilioClient, TwilioConfig, TwilioMessage,
+};
 pub use signature::{SignatureValidator, compute_signature};

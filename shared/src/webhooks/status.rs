@@ -7,7 +7,8 @@ use super::{VerifiedWebhook, WebhookError};
 use crate::domain::{Consent, ConsentSource, MessageStatus, PhoneNumber};
 use crate::store::messages::{self, CallbackOutcome, CallbackUpdate};
 use crate::store::users::{self, ConsentChange};
-use crate::twilio::errors::OPTED_OUT;
+use crate::store::webhook_events::NewWebhookEvent;
+use crate::twilio::errors::{Reaction, meaning};
 
 /// A status callback, read from Twilio's parameters and our `mid` query parameter.
 #[derive(Debug, Clone)]
@@ -86,6 +87,17 @@ pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, W
     let params = w.params_json();
     let dedupe_key = cb.dedupe_key();
     let event = w.event("status", &dedupe_key, &cb.message_sid, &params);
+    apply(db, &event, &cb).await
+}
+
+/// Stores a status report (a callback, or what reconciliation fetched) and
+/// applies it: the message moves forward only, and an error the table says is
+/// the person's opt-out (21610) opts them out in the same transaction.
+pub async fn apply(
+    db: &PgPool,
+    event: &NewWebhookEvent<'_>,
+    cb: &StatusCallback,
+) -> Result<StatusOutcome, WebhookError> {
     let update = CallbackUpdate {
         message_id: cb.message_id,
         message_sid: &cb.message_sid,
@@ -93,10 +105,13 @@ pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, W
         error_code: cb.error_code,
         error_message: cb.error_message.as_deref(),
     };
-
-    if cb.error_code != Some(OPTED_OUT) {
-        let callback = messages::apply_status_callback(db, &event, &update).await?;
-        log_outcome(&cb, &callback);
+    let opts_out = cb
+        .error_code
+        .and_then(meaning)
+        .is_some_and(|m| m.reaction == Reaction::OptOut);
+    if !opts_out {
+        let callback = messages::apply_status_callback(db, event, &update).await?;
+        log_outcome(cb, &callback);
         return Ok(StatusOutcome {
             callback,
             opted_out: false,
@@ -104,7 +119,7 @@ pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, W
     }
 
     let mut tx = db.begin().await?;
-    let callback = messages::apply_status_callback(&mut *tx, &event, &update).await?;
+    let callback = messages::apply_status_callback(&mut *tx, event, &update).await?;
     let mut opted_out = false;
     if let Some(event_id) = callback.event_id {
         let phone = callback.phone_number.clone().or_else(|| {
@@ -127,7 +142,7 @@ pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, W
         }
     }
     tx.commit().await?;
-    log_outcome(&cb, &callback);
+    log_outcome(cb, &callback);
     Ok(StatusOutcome {
         callback,
         opted_out,
