@@ -218,6 +218,7 @@ fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port nothing listens on now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -16,6 +16,7 @@ mod pubsub;
 mod reconcile;
 mod segments;
 mod sender;
+mod soak;
 mod support;
 mod webhooks_edges;
 mod webhooks_inbound;

@@ -295,25 +295,29 @@ async fn account_errors_never_fail_recipients_and_pause_the_campaign(db: PgPool)
     .unwrap();
     assert_eq!(paused["code"], 20003);
 
-    // Resumed once the account is fixed, the message goes on where it stopped.
+    // Resumed once the account is fixed (as the API does: back to scheduled),
+    // the count starts afresh and the message goes on where it stopped.
     shared::store::campaigns::set_state(
         &db,
         c,
         shared::domain::CampaignState::Paused,
-        shared::domain::CampaignState::Running,
+        shared::domain::CampaignState::Scheduled,
     )
     .await
     .unwrap()
     .expect("resumed");
+    let holds = || async {
+        sqlx::query_scalar::<_, i32>("select account_holds from campaigns where id = $1")
+            .bind(c)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(holds().await, 0);
     send(&r, push_request(id)).await;
     let m = message(&db, id).await;
     assert_eq!((m.status.as_str(), m.attempts), ("sent", 1));
-    let holds: i32 = sqlx::query_scalar("select account_holds from campaigns where id = $1")
-        .bind(c)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(holds, 0);
+    assert_eq!(holds().await, 0);
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

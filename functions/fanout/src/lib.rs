@@ -111,7 +111,11 @@ pub struct TickOutcome {
 async fn tick<P: TaskPublisher>(
     State(state): State<Arc<AppState<P>>>,
 ) -> Result<Json<TickOutcome>, ApiError> {
-    let reconciled = reconcile_pass(&state).await?;
+    // Dispatch goes on when reconciliation fails: it is tried again next tick.
+    let reconciled = reconcile_pass(&state).await.unwrap_or_else(|e| {
+        tracing::error!(error = ?e, "reconciliation failed this tick");
+        None
+    });
     let tick = fanout::tick(&state.db, &state.publisher, &state.settings)
         .await
         .map_err(|fanout::FanoutError::Database(e)| ApiError::from(e))?;

@@ -15,7 +15,9 @@ use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::engine::send::{SendFailure, Sender, SenderSettings};
 use shared::gcp::{PushEnvelope, SendTask};
 use shared::http::ApiError;
-use shared::twilio::TwilioConfig;
+use shared::http::server::{serve, with_standard_routes};
+use shared::ratelimit::Limiter;
+use shared::twilio::{TwilioClient, TwilioConfig};
 
 /// The variables this binary cannot start without.
 pub const REQUIRED_ENV: &[&str] = &[
@@ -48,36 +50,87 @@ impl Config {
                 "is malformed: expected redis://host:port",
             ));
         }
+        let twilio = TwilioConfig::from_env(env)?;
+        let settings = settings_from_env(env, defaults)?;
+        // A live claim must outlast its longest path to Twilio's answer, or
+        // reconciliation could take it over while its request is in flight.
+        if settings.claim_lease <= twilio.timeout + settings.max_wait {
+            return Err(ConfigError::new(
+                "SEND_CLAIM_LEASE_MS",
+                format!(
+                    "must exceed TWILIO_TIMEOUT_MS + RATE_LIMIT_MAX_WAIT_MS ({} ms)",
+                    (twilio.timeout + settings.max_wait).as_millis()
+                ),
+            ));
+        }
         Ok(Self {
             port: config::port(env)?,
             database: DatabaseConfig::from_env(env)?,
-            twilio: TwilioConfig::from_env(env)?,
+            twilio,
             redis_url,
             redis_prefix: env.or("REDIS_KEY_PREFIX", "ese".to_owned())?,
-            settings: settings_from_env(env, defaults)?,
+            settings,
             gcp_project: config::gcp_project(env),
         })
     }
 }
 
-/// `DEFAULT_TIMEZONE`, `SENDER_RATE_PER_SECOND`, `RATE_LIMIT_MAX_WAIT_MS`, `DEFAULT_FREQUENCY_CAP`.
+/// `DEFAULT_TIMEZONE`, `SENDER_RATE_PER_SECOND`, `RATE_LIMIT_MAX_WAIT_MS`,
+/// `DEFAULT_FREQUENCY_CAP`, and the send-once timings: `SEND_CLAIM_LEASE_MS`,
+/// `SEND_UNKNOWN_GRACE_MS`, `SEND_RETRY_BASE_MS`, `SEND_ACCOUNT_HOLD_BASE_MS`,
+/// `SEND_ACCOUNT_HOLDS_TO_PAUSE`, `SEND_PAUSED_RECHECK_MS`.
 pub fn settings_from_env(
     env: &Env,
     defaults: SenderSettings,
 ) -> Result<SenderSettings, ConfigError> {
-    Ok(SenderSettings {
+    let ms = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(
+            env.or(name, default.as_millis() as u64)?,
+        ))
+    };
+    let settings = SenderSettings {
         default_timezone: env.or::<Tz>("DEFAULT_TIMEZONE", defaults.default_timezone)?,
         sender_rate_per_second: env
             .or("SENDER_RATE_PER_SECOND", defaults.sender_rate_per_second)?,
-        max_wait: Duration::from_millis(env.or(
-            "RATE_LIMIT_MAX_WAIT_MS",
-            defaults.max_wait.as_millis() as u64,
-        )?),
+        max_wait: ms("RATE_LIMIT_MAX_WAIT_MS", defaults.max_wait)?,
         default_frequency_cap: env
             .optional("DEFAULT_FREQUENCY_CAP")?
             .or(defaults.default_frequency_cap),
+        claim_lease: ms("SEND_CLAIM_LEASE_MS", defaults.claim_lease)?,
+        unknown_grace: ms("SEND_UNKNOWN_GRACE_MS", defaults.unknown_grace)?,
+        retry_base: ms("SEND_RETRY_BASE_MS", defaults.retry_base)?,
+        account_hold_base: ms("SEND_ACCOUNT_HOLD_BASE_MS", defaults.account_hold_base)?,
+        account_holds_to_pause: env.or(
+            "SEND_ACCOUNT_HOLDS_TO_PAUSE",
+            defaults.account_holds_to_pause,
+        )?,
+        paused_recheck: ms("SEND_PAUSED_RECHECK_MS", defaults.paused_recheck)?,
         ..defaults
-    })
+    };
+    if settings.account_holds_to_pause < 1 {
+        return Err(ConfigError::new(
+            "SEND_ACCOUNT_HOLDS_TO_PAUSE",
+            "must be at least 1",
+        ));
+    }
+    Ok(settings)
+}
+
+/// Serves the sender as its binary does: the database, the Redis rate
+/// limiter and Twilio from `config`, on `config.port` until SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let db = shared::db::pool(&config.database)?;
+    let limiter = Limiter::redis(&config.redis_url, &config.redis_prefix).await?;
+    let twilio = TwilioClient::new(config.twilio.clone())?;
+    let state = Arc::new(Sender::new(
+        db.clone(),
+        twilio,
+        limiter,
+        config.settings.clone(),
+    ));
+    let app = with_standard_routes(router(state), db, config.gcp_project.clone());
+    serve(app, config.port).await?;
+    Ok(())
 }
 
 /// `POST /pubsub/push`: one send task in a Pub/Sub push envelope.
@@ -102,5 +155,46 @@ async fn push(State(sender): State<Arc<Sender>>, body: Bytes) -> Result<StatusCo
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(SendFailure::Unavailable(e)) => Err(ApiError::unavailable(anyhow::anyhow!(e))),
         Err(SendFailure::Database(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(extra: &[(&str, &str)]) -> Env {
+        let mut pairs = vec![
+            ("DATABASE_URL", "postgres://u@127.0.0.1/db"),
+            ("REDIS_URL", "redis://127.0.0.1:6379/"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_WHATSAPP_FROM", "+14155238886"),
+            ("PUBLIC_BASE_URL", "https://hooks.example.test"),
+        ];
+        pairs.extend_from_slice(extra);
+        Env::from_pairs(pairs.into_iter().map(|(k, v)| (k, v.to_owned())))
+    }
+
+    #[test]
+    fn a_lease_shorter_than_the_way_to_twilio_is_refused_at_start() {
+        assert!(Config::from_env(&env(&[])).is_ok());
+        let e = Config::from_env(&env(&[
+            ("TWILIO_TIMEOUT_MS", "10000"),
+            ("SEND_CLAIM_LEASE_MS", "10500"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("SEND_CLAIM_LEASE_MS"), "{e}");
+    }
+
+    #[test]
+    fn the_send_once_timings_are_read() {
+        let c = Config::from_env(&env(&[
+            ("SEND_UNKNOWN_GRACE_MS", "250"),
+            ("SEND_ACCOUNT_HOLDS_TO_PAUSE", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.settings.unknown_grace, Duration::from_millis(250));
+        assert_eq!(c.settings.account_holds_to_pause, 5);
+        assert!(Config::from_env(&env(&[("SEND_ACCOUNT_HOLDS_TO_PAUSE", "0")])).is_err());
     }
 }

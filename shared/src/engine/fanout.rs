@@ -94,7 +94,7 @@ pub async fn tick<P: TaskPublisher>(
     if report.stuck_sending > 0 {
         tracing::error!(
             messages = report.stuck_sending,
-            "messages claimed by a sender long ago have no outcome; check Twilio before requeueing them"
+            "messages claimed long ago are still unsettled; reconciliation cannot reach Twilio's Messages API"
         );
     }
 

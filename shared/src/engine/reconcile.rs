@@ -64,6 +64,8 @@ pub struct ReconcileReport {
     pub found: usize,
     pub resent: usize,
     pub failed: usize,
+    /// Accepted sends whose SID Twilio's list never showed (they stay `sent`).
+    pub sid_not_found: usize,
     /// Not found yet, but the send may still be on its way.
     pub waiting: usize,
     pub lookup_failures: usize,
@@ -74,7 +76,7 @@ pub struct ReconcileReport {
 /// The candidates among Twilio's newest messages to the number that can be
 /// this send, earliest first: created no earlier than the claim (less the
 /// clock skew), not held by another message of ours, and with the same body
-/// when the message was sent as a body.
+/// when the message was sent as a body (the sender stores the body only then).
 pub fn candidates<'a>(
     m: &Unsettled,
     listed: &'a [TwilioMessage],
@@ -91,8 +93,8 @@ pub fn candidates<'a>(
             (Some(since), Some(created)) => created >= since,
             _ => true,
         })
-        .filter(|t| match (&m.body, &t.body, m.used_content) {
-            (Some(ours), Some(theirs), false) => ours == theirs,
+        .filter(|t| match (&m.body, &t.body) {
+            (Some(ours), Some(theirs)) => ours == theirs,
             _ => true,
         })
         .collect();
@@ -139,7 +141,8 @@ pub async fn reconcile(
         match look_up(db, twilio, settings, m).await? {
             Looked::Settled(Settlement::Found { .. }) => report.found += 1,
             Looked::Settled(Settlement::Resend) => report.resent += 1,
-            Looked::Settled(_) => report.failed += 1,
+            Looked::Settled(Settlement::NotFound) => report.failed += 1,
+            Looked::Settled(Settlement::SidNotFound) => report.sid_not_found += 1,
             Looked::Waiting => report.waiting += 1,
             Looked::Unanswered => report.lookup_failures += 1,
         }
@@ -226,8 +229,15 @@ async fn look_up(
         raw_body: &raw_body,
         params: &params,
     };
-    reconcile::settle(db, m, &settlement, &event, &reason).await?;
-    Ok(Looked::Settled(settlement))
+    match reconcile::settle(db, m, &settlement, &event, &reason).await {
+        Ok(_) => Ok(Looked::Settled(settlement)),
+        // Another message took the SID meanwhile: looked at again later.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            tracing::warn!(message_id = %m.id, error = %e, "matched SID already held; reconciled again later");
+            Ok(Looked::Unanswered)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Fetches one sent message by SID and applies Twilio's answer like a status
@@ -242,6 +252,7 @@ async fn fetch(
         Ok(found) => found,
         Err(e) => {
             log_lookup_failure(&e);
+            reconcile::fetch_again(db, id).await?;
             return Ok(None);
         }
     };
@@ -305,7 +316,6 @@ mod tests {
             status: "sending".into(),
             sending_at: Some(sending_at.parse().unwrap()),
             body: body.map(str::to_owned),
-            used_content: false,
             resends: 0,
             outcome_unknown: true,
         }

@@ -44,6 +44,8 @@ pub struct SenderSettings {
     pub account_hold_base: Duration,
     /// Consecutive account-level refusals that pause the campaign.
     pub account_holds_to_pause: i32,
+    /// A message of a paused campaign is looked at again after this.
+    pub paused_recheck: Duration,
     /// Applies to campaigns without their own cap.
     pub default_frequency_cap: Option<i32>,
 }
@@ -60,6 +62,7 @@ impl Default for SenderSettings {
             unknown_grace: Duration::from_secs(60),
             account_hold_base: Duration::from_secs(30),
             account_holds_to_pause: 3,
+            paused_recheck: Duration::from_secs(60),
             default_frequency_cap: None,
         }
     }
@@ -112,7 +115,8 @@ pub fn decide(
             );
         }
         "paused" => {
-            let until = now + chrono::Duration::seconds(60);
+            let until =
+                now + chrono::Duration::from_std(settings.paused_recheck).unwrap_or_default();
             return end(
                 Ending::Deferred { until },
                 "deferred_paused",
@@ -264,7 +268,11 @@ impl Sender {
     }
 
     async fn end(&self, c: &Claimed, f: Finish<'static>) -> Result<Handled, SendFailure> {
-        outbox::finish(&self.db, c.message_id, c.claim, &f).await?;
+        if !outbox::finish(&self.db, c.message_id, c.claim, &f).await? {
+            // The lease ran out and reconciliation (or a newer claim) has it now.
+            tracing::warn!(message_id = %c.message_id, decision = f.decision, "claim overtaken; its end was not written");
+            return Ok(Handled::NotClaimed);
+        }
         tracing::info!(message_id = %c.message_id, decision = f.decision, "message decided");
         Ok(Handled::Decided(f.decision))
     }
@@ -340,10 +348,15 @@ impl Sender {
                 burst: 1,
             },
         ];
+        // Waits add up to at most `max_wait`, so the claim's lease always outlasts them.
+        let mut waited = Duration::ZERO;
         loop {
             match self.limiter.acquire(&limits).await {
                 Ok(Rate::Granted) => return Ok(None),
-                Ok(Rate::Wait(d)) if d <= self.settings.max_wait => tokio::time::sleep(d).await,
+                Ok(Rate::Wait(d)) if waited + d <= self.settings.max_wait => {
+                    waited += d;
+                    tokio::time::sleep(d).await
+                }
                 Ok(Rate::Wait(d)) => {
                     let until = Utc::now() + chrono::Duration::from_std(d).unwrap_or_default();
                     let reason = json!({"wait_ms": d.as_millis() as u64});
@@ -380,10 +393,12 @@ impl Sender {
         plan: &Planned,
         result: Result<Accepted, SendError>,
     ) -> Result<Handled, SendFailure> {
-        let rendered = Some((
-            plan.rendered.body.clone(),
-            plan.rendered.content_variables.clone(),
-        ));
+        // What went to Twilio, as it went: the body, or the content variables.
+        let rendered = Some(if plan.use_content {
+            (None, plan.rendered.content_variables.clone())
+        } else {
+            (plan.rendered.body.clone(), None)
+        });
         let sent = |ending: Ending, decision: &'static str, reason: Value| Finish {
             ending,
             decision,
@@ -489,6 +504,9 @@ impl Sender {
                 ),
             )
             .await?;
+        if handled == Handled::NotClaimed {
+            return Ok(handled);
+        }
         let pause_at = self.settings.account_holds_to_pause;
         if campaigns::note_account_hold(&self.db, c.campaign_id, pause_at, &reason).await? {
             tracing::error!(

@@ -178,7 +178,7 @@ pub async fn set_state(
              state = $3,
              starts_at = case when $3 = 'scheduled' then coalesce(starts_at, now()) else starts_at end,
              -- Resuming starts the count of account-level refusals afresh.
-             account_holds = case when $3 = 'running' then 0 else account_holds end
+             account_holds = case when $2 = 'paused' then 0 else account_holds end
          where id = $1 and state = $2
          returning ", columns!()))
     .bind(id)

@@ -210,10 +210,10 @@ pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error
     Ok(done.rows_affected())
 }
 
-/// Messages claimed by a sender longer ago than `older_than_secs` that never
-/// reached Twilio or never heard back: the sender died between its claim and
-/// recording the outcome. They are never re-sent blindly (Twilio may have the
-/// message); they are counted so that an operator sees them.
+/// Messages claimed longer ago than `older_than_secs` and still `sending`:
+/// reconciliation settles a claim soon after its lease; what is counted here
+/// is what it could not (Twilio unreachable for its lookups), for an operator
+/// to see.
 pub async fn stuck_sending(
     db: impl PgExecutor<'_>,
     older_than_secs: i64,

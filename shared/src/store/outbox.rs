@@ -238,8 +238,8 @@ pub async fn finish(
     Ok(done.unwrap_or(false))
 }
 
-/// A decision about a message that is not (or no longer) claimed, such as a
-/// duplicate push: written for the record, the row untouched.
+/// A decision about a message outside any claim (what reconciliation learned
+/// by SID): written for the record, and kept as the row's latest decision.
 pub async fn note(
     db: impl PgExecutor<'_>,
     message_id: Uuid,
@@ -247,8 +247,12 @@ pub async fn note(
     reason: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into decisions (message_id, campaign_id, phone_number, decision, reason)
-         select id, campaign_id, phone_number, $2, $3 from messages where id = $1",
+        "with upd as (
+             update messages set last_decision = $2 where id = $1
+             returning id, campaign_id, phone_number
+         )
+         insert into decisions (message_id, campaign_id, phone_number, decision, reason)
+         select id, campaign_id, phone_number, $2, $3 from upd",
     )
     .bind(message_id)
     .bind(decision)

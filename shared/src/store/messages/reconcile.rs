@@ -20,10 +20,9 @@ pub struct Unsettled {
     pub claims: i32,
     pub status: String,
     pub sending_at: Option<DateTime<Utc>>,
-    /// What was sent, when the sender got as far as recording it.
+    /// The body sent, when it was sent as a body and the sender got as far as
+    /// recording it (a content template's text is Twilio's to render).
     pub body: Option<String>,
-    /// Sent as a content template (Twilio's body is then the rendered template).
-    pub used_content: bool,
     pub resends: i16,
     pub outcome_unknown: bool,
 }
@@ -56,7 +55,7 @@ pub async fn take_due(
          update messages m set reconcile_at = now() + make_interval(secs => $2)
          from due where m.id = due.id
          returning m.id, m.campaign_id, m.phone_number, m.claims, m.status, m.sending_at, m.body,
-                   m.content_variables is not null as used_content, m.resends, m.outcome_unknown",
+                   m.resends, m.outcome_unknown",
     )
     .bind(limit)
     .bind(recheck_secs)
@@ -212,4 +211,13 @@ pub async fn take_unsettled_sent(
     .bind(limit)
     .fetch_all(db)
     .await
+}
+
+/// A fetch by SID that Twilio did not answer is tried again on a later pass.
+pub async fn fetch_again(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update messages set reconciled_at = null where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
