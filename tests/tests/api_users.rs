@@ -341,3 +341,82 @@ async fn erasing_a_user_keeps_only_anonymous_counts(db: PgPool) {
             .starts_with("erased:")
     );
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_api_cannot_undo_an_opt_out_the_person_made(db: PgPool) {
+    let api = api(db.clone());
+    create(
+        &api,
+        "+14155552671",
+        json!({"first_name": "Ada"}),
+        "opted_in",
+    )
+    .await;
+    // Ada texts STOP.
+    let webhooks = webhooks_router(db.clone());
+    let stop = [
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("Body", "STOP!"),
+        ("From", "whatsapp:+14155552671"),
+        ("MessageSid", "SMstop"),
+        ("To", "whatsapp:+14155238886"),
+    ];
+    assert_eq!(
+        post_signed(&webhooks, "/webhooks/inbound", &stop).await.0,
+        StatusCode::OK
+    );
+
+    let reply = api
+        .patch(
+            ADA,
+            json!({"consent": "opted_in", "attributes": {"plan": "gold"}}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.field(), Some("consent"));
+    assert!(
+        reply.message().contains("only they can opt back in"),
+        "{}",
+        reply.message()
+    );
+    let reply = api
+        .post(
+            "/v1/users",
+            json!({"phone_number": "+14155552671", "consent": "opted_in"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    // Nothing of either request was applied; both refusals are evidence.
+    let ada = api.get(ADA).await.expect(StatusCode::OK);
+    assert_eq!(
+        (&ada["consent"], &ada["consent_source"]),
+        (&json!("opted_out"), &json!("keyword"))
+    );
+    assert_eq!(ada["attributes"], json!({"first_name": "Ada"}));
+    assert_eq!(
+        count(
+            &db,
+            "select count(*) from consent_events where refused and source = 'api'"
+        )
+        .await,
+        2
+    );
+    // The API may still opt out, and the person may opt back in.
+    api.patch(ADA, json!({"consent": "opted_out"}))
+        .await
+        .expect(StatusCode::OK);
+    let start = [
+        ("Body", "start"),
+        ("MessageSid", "SMstart"),
+        ("From", "whatsapp:+14155552671"),
+        ("To", "whatsapp:+14155238886"),
+    ];
+    assert_eq!(
+        post_signed(&webhooks, "/webhooks/inbound", &start).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get(ADA).await.expect(StatusCode::OK)["consent"],
+        "opted_in"
+    );
+}

@@ -195,49 +195,90 @@ async fn json_arrays_and_ndjson_import_with_their_types(db: PgPool) {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn existing_users_keep_what_the_file_does_not_mention(db: PgPool) {
+    // Ada texted STOP; Cy was opted out by an earlier import.
     sqlx::query(
         "insert into users (phone_number, attributes, consent, consent_source)
-         values ('+14155552671', '{\"first_name\": \"Old\", \"plan\": \"gold\"}', 'opted_out', 'keyword')",
+         values ('+14155552671', '{\"first_name\": \"Old\", \"plan\": \"gold\"}', 'opted_out', 'keyword'),
+                ('+14155552673', '{}', 'opted_out', 'import')",
     )
     .execute(&db)
     .await
     .unwrap();
     let inbox = Inbox::new();
     let router = local_router(&db, &inbox);
-    let csv = "phone_number,first_name,consent\n+14155552671,Ada,opted_in\n+14155552672,Bob,\n";
+    let csv = "phone_number,first_name,consent\n+14155552671,Ada,opted_in\n+14155552672,Bob,\n+14155552673,Cy,opted_in\n";
     let (_, body) = deliver(&router, finalized(&inbox.put("u.csv", csv))).await;
     assert_eq!(
-        (&body["inserted"], &body["updated"], &body["unchanged"]),
-        (&json!(1), &json!(1), &json!(0)),
+        (
+            &body["inserted"],
+            &body["updated"],
+            &body["unchanged"],
+            &body["consent_kept"]
+        ),
+        (&json!(1), &json!(2), &json!(0), &json!(1)),
         "{body}"
     );
     assert_eq!(
         attributes(&db, "+14155552671").await,
         json!({"first_name": "Ada", "plan": "gold"})
     );
-    let changes: Vec<(String, String, String)> =
-        sqlx::query_as("select phone_number, from_consent, to_consent from consent_events")
-            .fetch_all(&db)
-            .await
-            .unwrap();
+    // Only the person may undo their own opt-out: the file's opt-in is refused
+    // and kept as evidence; an import's own opt-out the file may undo.
+    let ada = users::get(&db, "+14155552671").await.unwrap().unwrap();
+    assert_eq!(
+        (ada.consent.as_str(), ada.consent_source.as_deref()),
+        ("opted_out", Some("keyword"))
+    );
+    let changes: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "select phone_number, from_consent, to_consent, refused from consent_events order by phone_number",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
     assert_eq!(
         changes,
-        vec![("+14155552671".into(), "opted_out".into(), "opted_in".into())]
+        vec![
+            (
+                "+14155552671".into(),
+                "opted_out".into(),
+                "opted_in".into(),
+                true
+            ),
+            (
+                "+14155552673".into(),
+                "opted_out".into(),
+                "opted_in".into(),
+                false
+            ),
+        ]
     );
     let bob = users::get(&db, "+14155552672").await.unwrap().unwrap();
     assert_eq!(bob.consent, "unknown");
 
-    // The same content again (a new generation): nothing to change, nothing written.
+    // The same content again (a new generation): nothing to change, nothing
+    // written but the evidence of the refused opt-in, again.
     let before = users::get(&db, "+14155552671").await.unwrap().unwrap();
     let (_, body) = deliver(&router, finalized(&inbox.put("u.csv", csv))).await;
     assert_eq!(
-        (&body["inserted"], &body["updated"], &body["unchanged"]),
-        (&json!(0), &json!(0), &json!(2)),
+        (
+            &body["inserted"],
+            &body["updated"],
+            &body["unchanged"],
+            &body["consent_kept"]
+        ),
+        (&json!(0), &json!(0), &json!(3), &json!(1)),
         "{body}"
     );
     let after = users::get(&db, "+14155552671").await.unwrap().unwrap();
     assert_eq!(before.updated_at, after.updated_at);
-    assert_eq!(count(&db, "select count(*) from consent_events").await, 1);
+    assert_eq!(
+        count(&db, "select count(*) from consent_events where refused").await,
+        2
+    );
+    assert_eq!(
+        count(&db, "select count(*) from consent_events where not refused").await,
+        1
+    );
     assert_eq!(count(&db, "select count(*) from imports").await, 2);
 }
 

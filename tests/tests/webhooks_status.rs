@@ -194,16 +194,26 @@ async fn an_unknown_status_is_kept_raw_and_changes_nothing(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
-async fn a_malformed_mid_or_error_code_is_400(db: PgPool) {
+async fn a_malformed_field_is_kept_raw_and_flagged_never_refused(db: PgPool) {
     let router = webhooks_router(db.clone());
     let params = status_params("SMbad", "sent", TO);
-    let (code, body) = post_signed(&router, "/webhooks/status?mid=not-a-uuid", &params).await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert!(body.contains("\"field\":\"mid\""), "{body}");
-    let mut with_code = params.clone();
+    let (code, _) = post_signed(&router, "/webhooks/status?mid=not-a-uuid", &params).await;
+    assert_eq!(code, StatusCode::OK);
+    let mut with_code = status_params("SMbad", "failed", TO);
     with_code.push(("ErrorCode", "abc"));
-    let (code, body) = post_signed(&router, "/webhooks/status", &with_code).await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
-    assert!(body.contains("ErrorCode"), "{body}");
-    assert_eq!(count(&db, "select count(*) from webhook_events").await, 0);
+    let (code, _) = post_signed(&router, "/webhooks/status", &with_code).await;
+    assert_eq!(code, StatusCode::OK);
+    let mut no_status = status_params("SMbad", "delivered", TO);
+    no_status.retain(|(k, _)| !k.ends_with("Status"));
+    let (code, _) = post_signed(&router, "/webhooks/status", &no_status).await;
+    assert_eq!(code, StatusCode::OK);
+    let flags: Vec<String> =
+        sqlx::query_scalar("select parse_error from webhook_events order by id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(flags.len(), 3);
+    assert!(flags[0].contains("mid"), "{flags:?}");
+    assert!(flags[1].contains("ErrorCode"), "{flags:?}");
+    assert!(flags[2].contains("MessageStatus"), "{flags:?}");
 }

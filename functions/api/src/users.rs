@@ -204,7 +204,9 @@ pub struct UpsertUser {
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 200, description = "Updated", body = UserView),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, description = "The person opted out themselves; only they can opt back in (`consent_kept`)", body = ErrorBody),
+        (status = 422, body = ErrorBody),
     ),
 )]
 pub async fn upsert(
@@ -222,7 +224,7 @@ pub async fn upsert(
         .or_db(&[])?;
     let mut user = upserted.user;
     if let Some(c) = req.consent {
-        set_consent(&mut tx, phone.as_str(), c.into()).await?;
+        tx = set_consent(&state.db, tx, phone.as_str(), c.into()).await?;
         user = store::get(&mut *tx, phone.as_str())
             .await?
             .expect("upserted in this transaction");
@@ -236,24 +238,37 @@ pub async fn upsert(
     Ok((status, Json(user.into())))
 }
 
+fn api_change(to: Consent) -> store::ConsentChange<'static> {
+    store::ConsentChange {
+        to,
+        source: ConsentSource::Api,
+        webhook_event_id: None,
+        import_id: None,
+        detail: None,
+    }
+}
+
+/// Sets the consent in the request's transaction. When the person's own
+/// opt-out refuses it, the whole request is undone, the refused change is
+/// recorded (as evidence, outside the undone transaction) and the answer is
+/// 409 naming the reason.
 async fn set_consent(
-    tx: &mut sqlx::PgConnection,
+    db: &sqlx::PgPool,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     phone: &str,
     to: Consent,
-) -> Result<(), ApiError> {
-    store::set_consent(
-        &mut *tx,
-        phone,
-        store::ConsentChange {
-            to,
-            source: ConsentSource::Api,
-            webhook_event_id: None,
-            import_id: None,
-            detail: None,
-        },
-    )
-    .await?;
-    Ok(())
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
+    match store::set_consent(&mut *tx, phone, api_change(to)).await? {
+        store::ConsentOutcome::Refused(refused) => {
+            tx.rollback().await?;
+            store::set_consent(db, phone, api_change(to)).await?;
+            Err(
+                ApiError::new(StatusCode::CONFLICT, "consent_kept", refused.to_string())
+                    .with_field("consent"),
+            )
+        }
+        _ => Ok(tx),
+    }
 }
 
 /// Get a user.
@@ -294,7 +309,9 @@ pub struct PatchUser {
     responses(
         (status = 200, body = UserView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The person opted out themselves; only they can opt back in (`consent_kept`)", body = ErrorBody),
+        (status = 422, body = ErrorBody),
     ),
 )]
 pub async fn patch(
@@ -319,7 +336,7 @@ pub async fn patch(
             .expect("locked in this transaction");
     }
     if let Some(c) = req.consent {
-        set_consent(&mut tx, phone.as_str(), c.into()).await?;
+        tx = set_consent(&state.db, tx, phone.as_str(), c.into()).await?;
         user = store::get(&mut *tx, phone.as_str())
             .await?
             .expect("locked in this transaction");

@@ -171,6 +171,7 @@ fn summary(status: &str, import: &Import) -> Response {
         "inserted": import.inserted,
         "updated": import.updated,
         "unchanged": import.unchanged,
+        "consent_kept": import.consent_kept,
         "duplicates": import.duplicates,
         "rejected": import.rejected,
         "attempts": import.attempts,

@@ -47,7 +47,10 @@ impl FromStr for Consent {
 /// What changed a user's consent; stored in `consent_events.source`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsentSource {
+    /// The person wrote a keyword (STOP, START, …).
     Keyword,
+    /// The person tapped a quick-reply button whose payload is a keyword.
+    Button,
     Import,
     Api,
     /// Twilio reported error 21610: the recipient has replied STOP on Twilio's side.
@@ -55,13 +58,75 @@ pub enum ConsentSource {
 }
 
 impl ConsentSource {
+    pub const ALL: [ConsentSource; 5] = [
+        Self::Keyword,
+        Self::Button,
+        Self::Import,
+        Self::Api,
+        Self::Twilio,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Keyword => "keyword",
+            Self::Button => "button",
             Self::Import => "import",
             Self::Api => "api",
             Self::Twilio => "twilio",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The person themselves acted (a keyword, a button, a STOP Twilio saw).
+    pub fn is_the_persons(self) -> bool {
+        matches!(self, Self::Keyword | Self::Button | Self::Twilio)
+    }
+
+    /// The sources that are the person's own, as stored: what SQL binds to
+    /// apply [`precedence`] set-based.
+    pub fn the_persons() -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.is_the_persons())
+            .map(Self::as_str)
+            .collect()
+    }
+}
+
+/// A consent change the precedence rules refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the person opted out themselves ({by_the_person}); only they can opt back in")]
+pub struct ConsentRefused {
+    /// How the person opted out.
+    pub by_the_person: &'static str,
+}
+
+/// Whether `by` may set consent `to` for a person whose consent is `current`,
+/// last set by `current_source`. An opt-out that came from the person is
+/// undone only by the person; anyone may opt a person out; imports and the
+/// API may opt in people whose consent is unknown or was set by an import or
+/// the API (DESIGN invariant 8, docs/consent.md).
+pub fn precedence(
+    current: Consent,
+    current_source: Option<ConsentSource>,
+    to: Consent,
+    by: ConsentSource,
+) -> Result<(), ConsentRefused> {
+    match current_source {
+        Some(s)
+            if current == Consent::OptedOut
+                && to != Consent::OptedOut
+                && s.is_the_persons()
+                && !by.is_the_persons() =>
+        {
+            Err(ConsentRefused {
+                by_the_person: s.as_str(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -99,8 +164,10 @@ impl ConsentKeywords {
         }
     }
 
-    /// The consent that an inbound body asks for, if it is a keyword.
-    /// Case, surrounding and repeated white space do not matter.
+    /// The consent that an inbound body asks for, if it is a keyword. Case,
+    /// white space, punctuation and emoji around the keyword do not matter
+    /// (`Stop.`, `STOP!`, `stop 🛑`); a sentence that merely contains the word
+    /// is not a keyword.
     pub fn classify(&self, body: &str) -> Option<Consent> {
         let word = normalize(body);
         if self.opt_out.contains(&word) {
@@ -113,8 +180,12 @@ impl ConsentKeywords {
     }
 }
 
+/// Upper case, single spaces, and nothing but letters and digits at either
+/// end: what people add around a keyword (punctuation, emoji, white space).
 fn normalize(s: &str) -> String {
-    s.split_whitespace()
+    let trimmed = s.trim_matches(|c: char| !c.is_alphanumeric());
+    trimmed
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_uppercase()
@@ -164,5 +235,68 @@ mod tests {
     fn consent_parses_its_names() {
         assert_eq!("Opted_In".parse::<Consent>(), Ok(Consent::OptedIn));
         assert!("maybe".parse::<Consent>().is_err());
+    }
+
+    #[test]
+    fn keywords_as_people_type_them() {
+        let k = ConsentKeywords::default();
+        for w in [
+            "Stop.",
+            "STOP!",
+            "stop 🛑",
+            "🛑 stop",
+            "  «Stop»  ",
+            "stop!!!",
+            "Start 🙂",
+            "¡start!",
+        ] {
+            assert!(k.classify(w).is_some(), "{w}");
+        }
+        assert_eq!(k.classify("Stop."), Some(Consent::OptedOut));
+        assert_eq!(k.classify("Start 🙂"), Some(Consent::OptedIn));
+        // Still only the bare keyword: a sentence around it is not one.
+        assert_eq!(k.classify("Stop, please!"), None);
+        assert_eq!(k.classify("don't stop"), None);
+        assert_eq!(k.classify("🛑"), None);
+    }
+
+    #[test]
+    fn the_persons_opt_out_is_undone_only_by_the_person() {
+        use ConsentSource::*;
+        let out = Consent::OptedOut;
+        for person in [Keyword, Button, Twilio] {
+            for other in [Import, Api] {
+                assert!(precedence(out, Some(person), Consent::OptedIn, other).is_err());
+                assert!(precedence(out, Some(person), Consent::Unknown, other).is_err());
+                // Opting out again is always allowed.
+                assert_eq!(
+                    precedence(out, Some(person), Consent::OptedOut, other),
+                    Ok(())
+                );
+            }
+            for person_again in [Keyword, Button] {
+                assert_eq!(
+                    precedence(out, Some(person), Consent::OptedIn, person_again),
+                    Ok(())
+                );
+            }
+        }
+        // An import's or the API's own opt-out they may undo; unknown they may set.
+        for by in [Import, Api] {
+            assert_eq!(precedence(out, Some(Import), Consent::OptedIn, by), Ok(()));
+            assert_eq!(precedence(out, Some(Api), Consent::OptedIn, by), Ok(()));
+            assert_eq!(
+                precedence(Consent::Unknown, None, Consent::OptedIn, by),
+                Ok(())
+            );
+            assert_eq!(
+                precedence(Consent::OptedIn, Some(Keyword), Consent::OptedOut, by),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            ConsentSource::the_persons(),
+            ["keyword", "button", "twilio"]
+        );
     }
 }

@@ -87,6 +87,22 @@ impl PhoneNumber {
         Ok(PhoneNumber(parsed.format().mode(Mode::E164).to_string()))
     }
 
+    /// The E.164 shape alone (`+` and 7 to 15 digits, `whatsapp:` allowed),
+    /// for a sender Twilio already routed to us whose number the bundled
+    /// metadata does not know (a new range): its STOP must still count.
+    pub fn parse_shape(input: &str) -> Option<Self> {
+        let trimmed = input.trim();
+        let raw = trimmed
+            .get(..WHATSAPP_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(WHATSAPP_PREFIX))
+            .map_or(trimmed, |_| &trimmed[WHATSAPP_PREFIX.len()..]);
+        let digits = raw.strip_prefix('+')?;
+        let shaped = (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        shaped.then(|| PhoneNumber(raw.to_owned()))
+    }
+
     /// Trusts a value that was stored as E.164 by this code (a database row).
     pub fn from_trusted(e164: String) -> Self {
         debug_assert!(e164.starts_with('+'), "not E.164: {e164}");

@@ -311,6 +311,7 @@ impl Staged {
             duplicates = import.duplicates,
             rejected = import.rejected,
             consent_changes = counts.consent_changes,
+            consent_kept = counts.consent_kept,
             seconds,
             rows_per_second = (import.rows_read as f64 / seconds.max(1e-9)).round(),
             "import completed"

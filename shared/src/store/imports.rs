@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::ConsentSource;
 use crate::gcp::ObjectRef;
 use crate::import::Reject;
 
@@ -28,6 +29,8 @@ pub struct Import {
     /// Rows naming a user the file did not change.
     pub unchanged: i64,
     pub duplicates: i64,
+    /// Opt-ins the file asked for that the person's own opt-out kept out.
+    pub consent_kept: i64,
     pub rejected: i64,
     /// How many times the import was started (a crashed run is re-run).
     pub attempts: i32,
@@ -59,6 +62,8 @@ pub struct MergeCounts {
     pub unchanged: i64,
     pub duplicates: i64,
     pub consent_changes: i64,
+    /// Opt-ins the file asked for that the person's own opt-out kept out.
+    pub consent_kept: i64,
 }
 
 /// The import of this object generation, created `running` the first time it is seen.
@@ -242,7 +247,7 @@ pub async fn complete(
     sqlx::query_as(
         "update imports set state = 'completed', finished_at = now(),
              bytes_read = $2, rows_read = $3, rejected = $4,
-             inserted = $5, updated = $6, unchanged = $7, duplicates = $8
+             inserted = $5, updated = $6, unchanged = $7, duplicates = $8, consent_kept = $9
          where id = $1
          returning *",
     )
@@ -254,6 +259,7 @@ pub async fn complete(
     .bind(counts.updated)
     .bind(counts.unchanged)
     .bind(counts.duplicates)
+    .bind(counts.consent_kept)
     .fetch_one(db)
     .await
 }
@@ -293,7 +299,9 @@ pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// Rows of one phone number are folded in file order (later values win per
 /// attribute, the last consent given wins); existing users keep attributes the
 /// file does not mention (`existing || new`). A user the file would not change
-/// is not written. Every consent change gets its `consent_events` row.
+/// is not written. Every consent change gets its `consent_events` row. An
+/// opt-out the person made themselves is kept whatever the file says (the
+/// refused change is recorded, and counted as `consent_kept`).
 #[tracing::instrument(skip_all)]
 pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCounts, sqlx::Error> {
     // Sorting a large file's rows by phone number needs memory; this only
@@ -320,15 +328,24 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
              group by phone_number
          ),
          source as (
-             select m.phone_number, m.attributes, m.consent, u.consent as old_consent
+             select m.phone_number, m.attributes, u.consent as old_consent, u.consent_source as old_source,
+                    -- The person's own opt-out stands (docs/consent.md).
+                    (m.consent is not null and m.consent <> 'opted_out' and u.consent = 'opted_out'
+                     and u.consent_source = any($2)) as kept,
+                    m.consent as asked
              from merged m left join users u using (phone_number)
+         ),
+         decided as (
+             select phone_number, attributes, old_consent, old_source, kept, asked,
+                    case when kept then null else asked end as consent
+             from source
          ),
          written as (
              insert into users as u (phone_number, attributes, consent, consent_changed_at, consent_source)
              select phone_number, attributes, coalesce(consent, 'unknown'),
                     case when consent is not null then now() end,
                     case when consent is not null then 'import' end
-             from source
+             from decided
              on conflict (phone_number) do update set
                  attributes = u.attributes || excluded.attributes,
                  consent = case when excluded.consent_source is null then u.consent
@@ -346,19 +363,26 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
              returning (xmax = 0) as inserted
          ),
          changes as (
-             insert into consent_events (phone_number, from_consent, to_consent, source, import_id)
-             select phone_number, coalesce(old_consent, 'unknown'), consent, 'import', $1
-             from source
+             insert into consent_events (phone_number, from_consent, to_consent, source, import_id, detail, refused)
+             select phone_number, coalesce(old_consent, 'unknown'), consent, 'import', $1, null, false
+             from decided
              where consent is not null and consent <> coalesce(old_consent, 'unknown')
-             returning 1
+             union all
+             select phone_number, old_consent, asked, 'import', $1,
+                    'refused: the person opted out (' || old_source || '); only they can opt back in', true
+             from decided
+             where kept
+             returning refused
          )
          select (select count(*) from written where inserted) as inserted,
                 (select count(*) from written where not inserted) as updated,
                 (select count(*) from merged) - (select count(*) from written) as unchanged,
                 (select coalesce(sum(copies - 1), 0)::bigint from merged) as duplicates,
-                (select count(*) from changes) as consent_changes",
+                (select count(*) from changes where not refused) as consent_changes,
+                (select count(*) from changes where refused) as consent_kept",
     )
     .bind(id)
+    .bind(ConsentSource::the_persons())
     .fetch_one(conn)
     .await
 }

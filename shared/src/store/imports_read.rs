@@ -24,7 +24,7 @@ pub type ListKey = (DateTime<Utc>, Uuid);
 macro_rules! columns {
     () => {
         "id, bucket, object, generation, state, failure_reason, format, size_bytes, bytes_read,
-    rows_read, inserted, updated, unchanged, duplicates, rejected, attempts, started_at,
+    rows_read, inserted, updated, unchanged, duplicates, consent_kept, rejected, attempts, started_at,
     finished_at, updated_at"
     };
 }

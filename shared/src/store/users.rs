@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use crate::domain::consent::ConsentRefused;
 use crate::domain::{Consent, ConsentSource, PhoneNumber};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -63,27 +64,59 @@ pub struct ConsentChange<'a> {
     pub detail: Option<&'a str>,
 }
 
-/// Sets an existing user's consent and records the change in one statement.
-/// Returns the previous consent when it changed; `None` when the user is
-/// unknown or already had that consent (then nothing is written).
+/// What [`set_consent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentOutcome {
+    /// The consent changed from this.
+    Changed { from: Consent },
+    /// The user is unknown, or already had that consent: nothing written.
+    Unchanged,
+    /// The precedence rules kept the person's own opt-out; the refused change
+    /// is recorded as a `consent_events` row with `refused`.
+    Refused(ConsentRefused),
+}
+
+impl ConsentOutcome {
+    pub fn changed_from(self) -> Option<Consent> {
+        match self {
+            ConsentOutcome::Changed { from } => Some(from),
+            _ => None,
+        }
+    }
+}
+
+/// Sets an existing user's consent and records the change, in one statement,
+/// under the precedence rules of [`precedence`](crate::domain::consent::precedence):
+/// an opt-out the person made is undone only by the person, and a change that
+/// rule refuses is recorded as refused instead.
 #[tracing::instrument(skip_all, fields(to = %change.to, source = change.source.as_str()))]
 pub async fn set_consent(
     db: impl PgExecutor<'_>,
     phone: &str,
     change: ConsentChange<'_>,
-) -> Result<Option<Consent>, sqlx::Error> {
-    let previous: Option<String> = sqlx::query_scalar(
+) -> Result<ConsentOutcome, sqlx::Error> {
+    let row: Option<(String, bool, Option<String>)> = sqlx::query_as(
         "with prev as (
-             select phone_number, consent from users where phone_number = $1 for update
+             select phone_number, consent, consent_source from users where phone_number = $1 for update
+         ), refused as (
+             select * from prev
+             where prev.consent = 'opted_out' and $2 <> 'opted_out'
+               and prev.consent_source = any($7) and not ($3 = any($7))
          ), changed as (
              update users u set consent = $2, consent_changed_at = now(), consent_source = $3
              from prev
              where u.phone_number = prev.phone_number and prev.consent <> $2
+               and not exists (select 1 from refused)
              returning prev.consent as from_consent
          )
-         insert into consent_events (phone_number, from_consent, to_consent, source, webhook_event_id, import_id, detail)
-         select $1, from_consent, $2, $3, $4, $5, $6 from changed
-         returning from_consent",
+         insert into consent_events
+             (phone_number, from_consent, to_consent, source, webhook_event_id, import_id, detail, refused)
+         select $1, from_consent, $2, $3, $4, $5, $6, false from changed
+         union all
+         select $1, consent, $2, $3, $4, $5,
+                'refused: the person opted out (' || consent_source || '); only they can opt back in', true
+         from refused
+         returning from_consent, refused, (select consent_source from refused)",
     )
     .bind(phone)
     .bind(change.to.as_str())
@@ -91,12 +124,23 @@ pub async fn set_consent(
     .bind(change.webhook_event_id)
     .bind(change.import_id)
     .bind(change.detail)
+    .bind(ConsentSource::the_persons())
     .fetch_optional(db)
     .await?;
-    Ok(previous.map(|p| {
-        p.parse()
-            .expect("users.consent is constrained to valid values")
-    }))
+    Ok(match row {
+        None => ConsentOutcome::Unchanged,
+        Some((_, true, by)) => ConsentOutcome::Refused(ConsentRefused {
+            by_the_person: by
+                .as_deref()
+                .and_then(ConsentSource::parse)
+                .map_or("keyword", ConsentSource::as_str),
+        }),
+        Some((from, false, _)) => ConsentOutcome::Changed {
+            from: from
+                .parse()
+                .expect("users.consent is constrained to valid values"),
+        },
+    })
 }
 
 // --- API queries ---

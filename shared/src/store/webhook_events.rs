@@ -48,3 +48,14 @@ pub async fn count(db: impl PgExecutor<'_>, kind: &str) -> Result<i64, sqlx::Err
         .fetch_one(db)
         .await
 }
+
+/// Flags a stored event with what in it did not parse: the event stays, as
+/// received, for a person to read.
+pub async fn flag(db: impl PgExecutor<'_>, id: i64, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update webhook_events set parse_error = $2 where id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -33,25 +33,43 @@ pub struct Media {
 const MAX_MEDIA: usize = 10;
 
 impl InboundMessage {
-    pub fn from_webhook(w: &VerifiedWebhook, region: Option<Region>) -> Result<Self, WebhookError> {
+    /// The message, and what did not parse but was read anyway (kept on the
+    /// raw event as its `parse_error`). `Err` when the message cannot be read
+    /// at all (no SID, no usable sender).
+    pub fn from_webhook(
+        w: &VerifiedWebhook,
+        region: Option<Region>,
+    ) -> Result<(Self, Vec<String>), WebhookError> {
+        let mut notes = vec![];
         let message_sid = w
             .required(&["MessageSid", "SmsMessageSid", "SmsSid"])?
             .to_owned();
         let from_raw = w.required(&["From"])?;
-        let from =
-            PhoneNumber::parse(from_raw, region).map_err(|e| WebhookError::InvalidField {
-                field: "From",
-                reason: e.to_string(),
-            })?;
-        let to = w.required(&["To"])?.to_owned();
+        let from = match PhoneNumber::parse(from_raw, region) {
+            Ok(p) => p,
+            Err(e) => {
+                // Twilio routed it to us, so the sender exists: the E.164 shape is enough.
+                let p = PhoneNumber::parse_shape(from_raw).ok_or(WebhookError::InvalidField {
+                    field: "From",
+                    reason: e.to_string(),
+                })?;
+                notes.push(format!("From: {e}; kept by its E.164 shape"));
+                p
+            }
+        };
+        let to = w.param("To").unwrap_or_default().to_owned();
         let num_media: usize = match w.param("NumMedia") {
             None => 0,
-            Some(n) => n.parse().ok().filter(|n| *n <= MAX_MEDIA).ok_or_else(|| {
-                WebhookError::InvalidField {
-                    field: "NumMedia",
-                    reason: format!("expected 0 to {MAX_MEDIA}, got {n:?}"),
-                }
-            })?,
+            Some(n) => n
+                .parse()
+                .ok()
+                .filter(|n| *n <= MAX_MEDIA)
+                .unwrap_or_else(|| {
+                    notes.push(format!(
+                        "NumMedia: expected 0 to {MAX_MEDIA}, got {n:?}; read as 0"
+                    ));
+                    0
+                }),
         };
         let media = (0..num_media)
             .filter_map(|i| {
@@ -62,7 +80,7 @@ impl InboundMessage {
             })
             .collect();
         let owned = |name: &str| w.param(name).map(str::to_owned);
-        Ok(Self {
+        let message = Self {
             message_sid,
             from,
             to,
@@ -72,15 +90,18 @@ impl InboundMessage {
             media,
             button_payload: owned("ButtonPayload"),
             button_text: owned("ButtonText"),
-        })
+        };
+        Ok((message, notes))
     }
 
-    /// The text a consent keyword is read from: the body, or a quick-reply button's payload.
-    fn keyword_text(&self) -> &str {
+    /// The text a consent keyword is read from, and whether it came from the
+    /// person's typing or their tap on a quick-reply button (its payload).
+    fn keyword_text(&self) -> (&str, ConsentSource) {
         if self.body.trim().is_empty() {
-            self.button_payload.as_deref().unwrap_or_default()
+            let payload = self.button_payload.as_deref().unwrap_or_default();
+            (payload, ConsentSource::Button)
         } else {
-            &self.body
+            (&self.body, ConsentSource::Keyword)
         }
     }
 }
@@ -92,10 +113,14 @@ pub struct InboundOutcome {
     pub duplicate: bool,
     /// `(from, to)` when a keyword changed the user's consent.
     pub consent_change: Option<(Consent, Consent)>,
+    /// The request was kept raw only: why it could not be read.
+    pub unreadable: Option<String>,
 }
 
-/// Stores the raw request, the normalized message, the user and any consent
-/// change in one transaction.
+/// Stores the raw request first, then the normalized message, the user and
+/// any consent change, in one transaction. A request that cannot be read is
+/// kept raw with the reason (answered 2xx: Twilio would not retry a 4xx, and
+/// nothing would be gained).
 #[tracing::instrument(skip_all, fields(message_sid))]
 pub async fn record(
     db: &PgPool,
@@ -103,15 +128,16 @@ pub async fn record(
     keywords: &ConsentKeywords,
     region: Option<Region>,
 ) -> Result<InboundOutcome, WebhookError> {
-    let message = InboundMessage::from_webhook(w, region)?;
-    tracing::Span::current().record("message_sid", message.message_sid.as_str());
+    let sid = w
+        .required(&["MessageSid", "SmsMessageSid", "SmsSid"])
+        .ok()
+        .map(str::to_owned);
+    if let Some(sid) = &sid {
+        tracing::Span::current().record("message_sid", sid.as_str());
+    }
+    let dedupe_key = sid.clone().unwrap_or_else(|| w.body_digest());
     let params = w.params_json();
-    let event = w.event(
-        "inbound",
-        &message.message_sid,
-        &message.message_sid,
-        &params,
-    );
+    let event = w.event("inbound", &dedupe_key, sid.as_deref(), &params);
 
     let mut tx = db.begin().await?;
     let Some(event_id) = webhook_events::insert(&mut *tx, &event).await? else {
@@ -119,8 +145,26 @@ pub async fn record(
         return Ok(InboundOutcome {
             duplicate: true,
             consent_change: None,
+            unreadable: None,
         });
     };
+    let (message, notes) = match InboundMessage::from_webhook(w, region) {
+        Ok(read) => read,
+        Err(e) => {
+            let reason = e.to_string();
+            webhook_events::flag(&mut *tx, event_id, &reason).await?;
+            tx.commit().await?;
+            tracing::warn!(error = %reason, "inbound webhook kept raw: it cannot be read");
+            return Ok(InboundOutcome {
+                duplicate: false,
+                consent_change: None,
+                unreadable: Some(reason),
+            });
+        }
+    };
+    if !notes.is_empty() {
+        webhook_events::flag(&mut *tx, event_id, &notes.join("; ")).await?;
+    }
     inbound_messages::insert(&mut *tx, event_id, &message).await?;
     users::record_inbound(
         &mut *tx,
@@ -131,15 +175,19 @@ pub async fn record(
     )
     .await?;
     let mut consent_change = None;
-    if let Some(to) = keywords.classify(message.keyword_text()) {
+    let (text, source) = message.keyword_text();
+    if let Some(to) = keywords.classify(text) {
         let change = ConsentChange {
             to,
-            source: ConsentSource::Keyword,
+            source,
             webhook_event_id: Some(event_id),
             import_id: None,
-            detail: Some(message.keyword_text().trim()),
+            detail: Some(text.trim()),
         };
-        if let Some(from) = users::set_consent(&mut *tx, message.from.as_str(), change).await? {
+        if let Some(from) = users::set_consent(&mut *tx, message.from.as_str(), change)
+            .await?
+            .changed_from()
+        {
             consent_change = Some((from, to));
         }
     }
@@ -148,5 +196,6 @@ pub async fn record(
     Ok(InboundOutcome {
         duplicate: false,
         consent_change,
+        unreadable: None,
     })
 }

@@ -30,6 +30,15 @@ impl VerifiedWebhook {
             .filter(|v| !v.is_empty())
     }
 
+    /// `raw:<sha256 of the body>`: the dedupe key of a request without a SID.
+    pub fn body_digest(&self) -> String {
+        use sha2::Digest;
+        format!(
+            "raw:{}",
+            hex::encode(sha2::Sha256::digest(self.raw_body.as_bytes()))
+        )
+    }
+
     /// The first of several names Twilio uses for one field (`MessageSid`, `SmsSid`).
     pub fn required(&self, names: &[&'static str]) -> Result<&str, WebhookError> {
         names
@@ -68,14 +77,14 @@ impl VerifiedWebhook {
         &'a self,
         kind: &'static str,
         dedupe_key: &'a str,
-        message_sid: &'a str,
+        message_sid: Option<&'a str>,
         params: &'a serde_json::Value,
     ) -> NewWebhookEvent<'a> {
         NewWebhookEvent {
             kind,
             dedupe_key,
             idempotency_token: self.idempotency_token.as_deref(),
-            message_sid: Some(message_sid),
+            message_sid,
             request_uri: &self.request_uri,
             content_type: &self.content_type,
             raw_body: &self.raw_body,

@@ -7,7 +7,7 @@ use super::{VerifiedWebhook, WebhookError};
 use crate::domain::{Consent, ConsentSource, MessageStatus, PhoneNumber};
 use crate::store::messages::{self, CallbackOutcome, CallbackUpdate};
 use crate::store::users::{self, ConsentChange};
-use crate::store::webhook_events::NewWebhookEvent;
+use crate::store::webhook_events::{self, NewWebhookEvent};
 use crate::twilio::errors::{Reaction, meaning};
 
 /// A status callback, read from Twilio's parameters and our `mid` query parameter.
@@ -24,28 +24,29 @@ pub struct StatusCallback {
 }
 
 impl StatusCallback {
-    pub fn from_webhook(w: &VerifiedWebhook) -> Result<Self, WebhookError> {
-        let message_id = w
-            .query_param("mid")
-            .map(|m| {
-                m.parse::<Uuid>().map_err(|e| WebhookError::InvalidField {
-                    field: "mid",
-                    reason: e.to_string(),
-                })
-            })
-            .transpose()?;
+    /// The callback, and what did not parse but was read past (kept on the
+    /// raw event as its `parse_error`): a malformed `mid` or `ErrorCode` is
+    /// ignored, the message then found by its SID. `Err` when there is no SID
+    /// or no status to apply.
+    pub fn from_webhook(w: &VerifiedWebhook) -> Result<(Self, Vec<String>), WebhookError> {
+        let mut notes = vec![];
+        let message_id = w.query_param("mid").and_then(|m| match m.parse::<Uuid>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                notes.push(format!("mid: {e}; matched by MessageSid"));
+                None
+            }
+        });
         let message_sid = w.required(&["MessageSid", "SmsSid"])?.to_owned();
         let raw_status = w.required(&["MessageStatus", "SmsStatus"])?.to_owned();
-        let error_code = w
-            .param("ErrorCode")
-            .map(|c| {
-                c.parse::<i32>().map_err(|_| WebhookError::InvalidField {
-                    field: "ErrorCode",
-                    reason: format!("expected a number, got {c:?}"),
-                })
-            })
-            .transpose()?;
-        Ok(Self {
+        let error_code = w.param("ErrorCode").and_then(|c| match c.parse::<i32>() {
+            Ok(code) => Some(code),
+            Err(_) => {
+                notes.push(format!("ErrorCode: expected a number, got {c:?}"));
+                None
+            }
+        });
+        let cb = Self {
             message_id,
             status: raw_status.parse().ok(),
             message_sid,
@@ -53,7 +54,8 @@ impl StatusCallback {
             error_code,
             error_message: w.param("ErrorMessage").map(str::to_owned),
             to: w.param("To").map(str::to_owned),
-        })
+        };
+        Ok((cb, notes))
     }
 
     /// `MessageSid:MessageStatus`: the same pair delivered twice is one event.
@@ -72,6 +74,8 @@ pub struct StatusOutcome {
     pub callback: CallbackOutcome,
     /// Error 21610 opted the recipient out.
     pub opted_out: bool,
+    /// The request was kept raw only: why it could not be applied.
+    pub unreadable: Option<String>,
 }
 
 /// Stores the raw callback and advances the message forward only. Error 21610
@@ -79,15 +83,45 @@ pub struct StatusOutcome {
 /// same transaction.
 #[tracing::instrument(skip_all, fields(message_sid))]
 pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, WebhookError> {
-    let cb = StatusCallback::from_webhook(w)?;
+    let params = w.params_json();
+    let (cb, notes) = match StatusCallback::from_webhook(w) {
+        Ok(read) => read,
+        Err(e) => {
+            // Raw first: kept, flagged, and answered 2xx (Twilio would not retry a 4xx).
+            let reason = e.to_string();
+            let dedupe_key = w.body_digest();
+            let sid = w.param("MessageSid").or(w.param("SmsSid"));
+            let event = w.event("status", &dedupe_key, sid, &params);
+            let mut tx = db.begin().await?;
+            let event_id = webhook_events::insert(&mut *tx, &event).await?;
+            if let Some(id) = event_id {
+                webhook_events::flag(&mut *tx, id, &reason).await?;
+            }
+            tx.commit().await?;
+            tracing::warn!(error = %reason, "status callback kept raw: it cannot be applied");
+            return Ok(StatusOutcome {
+                callback: CallbackOutcome {
+                    event_id,
+                    message_id: None,
+                    phone_number: None,
+                    advanced: false,
+                },
+                opted_out: false,
+                unreadable: Some(reason),
+            });
+        }
+    };
     tracing::Span::current().record("message_sid", cb.message_sid.as_str());
     if cb.status.is_none() {
         tracing::warn!(status = cb.raw_status, "unknown message status kept raw");
     }
-    let params = w.params_json();
     let dedupe_key = cb.dedupe_key();
-    let event = w.event("status", &dedupe_key, &cb.message_sid, &params);
-    apply(db, &event, &cb).await
+    let event = w.event("status", &dedupe_key, Some(&cb.message_sid), &params);
+    let outcome = apply(db, &event, &cb).await?;
+    if let (Some(id), false) = (outcome.callback.event_id, notes.is_empty()) {
+        webhook_events::flag(db, id, &notes.join("; ")).await?;
+    }
+    Ok(outcome)
 }
 
 /// Stores a status report (a callback, or what reconciliation fetched) and
@@ -115,6 +149,7 @@ pub async fn apply(
         return Ok(StatusOutcome {
             callback,
             opted_out: false,
+            unreadable: None,
         });
     }
 
@@ -138,6 +173,7 @@ pub async fn apply(
             };
             opted_out = users::set_consent(&mut *tx, &phone, change)
                 .await?
+                .changed_from()
                 .is_some();
         }
     }
@@ -146,6 +182,7 @@ pub async fn apply(
     Ok(StatusOutcome {
         callback,
         opted_out,
+        unreadable: None,
     })
 }
 
