@@ -187,9 +187,67 @@ pub fn mask_phone_numbers(text: &str) -> String {
     out
 }
 
+/// A request path as logs may show it: a segment that is a phone number in
+/// any form people write one (`4155552671`, `(415)%20555-2671`,
+/// `whatsapp:+1…`, `0044 20…`) is masked whole, since national numbers have
+/// no `+` for [`mask_phone_numbers`] to find.
+pub fn mask_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if looks_like_a_phone_number(segment) {
+                "***".to_owned()
+            } else {
+                mask_phone_numbers(segment)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn looks_like_a_phone_number(segment: &str) -> bool {
+    let decoded: String = form_urlencoded::parse(format!("s={segment}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let decoded = decoded.replace('+', " ");
+    let body = decoded
+        .trim()
+        .strip_prefix("whatsapp:")
+        .unwrap_or(decoded.trim());
+    let digits = body.chars().filter(char::is_ascii_digit).count();
+    (7..=15).contains(&digits)
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || " ()-.".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn national_numbers_in_paths_are_masked() {
+        for path in [
+            "/v1/users/4155552671",
+            "/v1/users/(415)%20555-2671",
+            "/v1/users/415.555.2671",
+            "/v1/users/%2B14155552671",
+            "/v1/users/+14155552671",
+            "/v1/users/whatsapp:+14155552671",
+            "/v1/users/0044%2020%207946%200958",
+        ] {
+            let masked = mask_path(path);
+            assert_eq!(masked, "/v1/users/***", "{path}");
+        }
+        // Ids, counts and words are not numbers of people.
+        for path in [
+            "/v1/campaigns/0193a8a4-0000-7000-8000-00000000f022/stats",
+            "/v1/messages",
+            "/v1/imports/123",
+        ] {
+            assert_eq!(mask_path(path), path);
+        }
+    }
 
     #[test]
     fn phone_numbers_are_masked_anywhere_in_a_line() {

@@ -46,6 +46,10 @@ pub enum RenderError {
 
 const BODY: &str = "body";
 
+/// Instructions one render may run: thousands of times what a message needs,
+/// far less than a loop that would hold a sender for long.
+pub const RENDER_FUEL: u64 = 100_000;
+
 impl Template {
     pub fn new(
         body: Option<&str>,
@@ -57,6 +61,8 @@ impl Template {
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // No template can hang a sender: rendering stops after this many steps.
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_keep_trailing_newline(true);
         let mut add = |name: String, source: &str| {
             env.add_template_owned(name.clone(), single_braces_to_jinja(source))
@@ -369,5 +375,18 @@ mod tests {
             t.variables().into_iter().collect::<Vec<_>>(),
             vec!["a", "b.c"]
         );
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel() {
+        let t = Template::new(
+            Some("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}"),
+            None,
+            None,
+        )
+        .unwrap();
+        // 100,000,000 steps asked for; the render stops at the fuel limit.
+        let err = t.render(&serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
     }
 }

@@ -122,6 +122,38 @@ async fn a_template_in_use_cannot_be_deleted(db: PgPool) {
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
+async fn a_template_is_frozen_while_its_campaign_runs(db: PgPool) {
+    let api = api(db);
+    let campaign = draft_campaign(&api, "Frozen").await;
+    let c = api
+        .get(&format!("/v1/campaigns/{campaign}"))
+        .await
+        .expect(StatusCode::OK);
+    let template = format!("/v1/templates/{}", c["template_id"].as_str().unwrap());
+    // A draft's template may still change.
+    api.patch(&template, json!({"body": "Hello {first_name}"}))
+        .await
+        .expect(StatusCode::OK);
+    api.post_empty(&format!("/v1/campaigns/{campaign}/launch"))
+        .await
+        .expect(StatusCode::OK);
+    let reply = api.patch(&template, json!({"body": "Changed"})).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{:?}", reply.body);
+    assert!(reply.message().contains("frozen"), "{}", reply.message());
+    assert_eq!(
+        api.get(&template).await.expect(StatusCode::OK)["body"],
+        "Hello {first_name}"
+    );
+    // Once the campaign has ended, the template may change again.
+    api.post_empty(&format!("/v1/campaigns/{campaign}/cancel"))
+        .await
+        .expect(StatusCode::OK);
+    api.patch(&template, json!({"body": "Changed"}))
+        .await
+        .expect(StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
 async fn renders_for_a_user_or_for_attributes(db: PgPool) {
     let api = api(db);
     let t = api

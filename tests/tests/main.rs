@@ -9,6 +9,7 @@ mod api_support;
 mod api_templates;
 mod api_users;
 mod deploy;
+mod erasure;
 mod fanout;
 mod ingest;
 mod journey;

@@ -183,7 +183,9 @@ pub struct PatchTemplate {
     pub locale: Option<String>,
 }
 
-/// Change a template.
+/// Change a template. A template that a scheduled, running or paused campaign
+/// uses is frozen (409) until that campaign ends, so every recipient gets the
+/// text it launched with.
 #[utoipa::path(
     patch, path = "/v1/templates/{id}", tag = "templates",
     params(("id" = Uuid, Path)),
@@ -200,6 +202,12 @@ pub async fn patch(
     ApiJson(req): ApiJson<PatchTemplate>,
 ) -> Result<Json<TemplateRecord>, ApiError> {
     let current = find(&state, id).await?;
+    if let Some((campaign, campaign_state)) = store::live_campaign_using(&state.db, id).await? {
+        return Err(ApiError::conflict(format!(
+            "campaign {campaign} is {campaign_state} with this template, which is frozen until it ends; create a new template for new campaigns"
+        ))
+        .with_field("id"));
+    }
     let name = req.name.unwrap_or(current.name);
     let body = req.body.unwrap_or(current.body);
     let content_sid = req.content_sid.unwrap_or(current.content_sid);

@@ -118,6 +118,14 @@ impl PhoneNumber {
         format!("{WHATSAPP_PREFIX}{}", self.0)
     }
 
+    /// The digits of the number without its country calling code (the
+    /// national significant number): what any written form of it contains.
+    pub fn national_digits(&self) -> String {
+        phonenumber::parse(None, &self.0)
+            .map(|p| p.national().value().to_string())
+            .unwrap_or_else(|_| self.0.trim_start_matches('+').to_owned())
+    }
+
     /// The number with its middle hidden, for logs: `+1415*****23`.
     pub fn masked(&self) -> String {
         mask(&self.0)

@@ -28,7 +28,7 @@ pub fn with_standard_routes(router: Router, db: PgPool, gcp_project: Option<Stri
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
-                        path = req.uri().path(),
+                        path = telemetry::mask_path(req.uri().path()),
                         trace = trace,
                         message_sid = tracing::field::Empty,
                     )

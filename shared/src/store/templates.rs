@@ -81,6 +81,23 @@ pub async fn list(
     .await
 }
 
+/// A campaign that is sending (or may resume sending) with the template, when
+/// one is: such a template is frozen, so every recipient of a campaign gets
+/// the text it launched with.
+pub async fn live_campaign_using(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, state from campaigns
+         where template_id = $1 and state in ('scheduled', 'running', 'paused')
+         order by created_at limit 1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
 /// Replaces every field; `None` when there is no such template.
 #[tracing::instrument(skip_all)]
 pub async fn update(

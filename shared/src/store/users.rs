@@ -205,7 +205,6 @@ const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
     "ApiVersion",
     "ChannelPrefix",
     "ErrorCode",
-    "ErrorMessage",
     "EventType",
     "MessageSid",
     "MessageStatus",
@@ -229,7 +228,16 @@ const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
 ///   names and WaIds are cleared, and the raw webhooks about the user keep
 ///   only [`ANONYMOUS_WEBHOOK_PARAMS`] (their raw body is emptied);
 /// - messages not yet handed to a sender (`pending`, `queued`) are skipped,
-///   with a `skipped_erased` decision.
+///   with a `skipped_erased` decision;
+/// - then every free text that still mentions the number, in any format
+///   (`+1…`, `whatsapp:`, `%2B`, national, with spaces or dashes: what is
+///   compared is the text's digits against the national number's), is
+///   redacted: raw webhooks nobody matched to a message, Twilio's error texts
+///   (they quote the `To`), decision reasons, import lines and their reject
+///   reasons, consent details, other people's inbound texts.
+///
+/// The consent events stay, against the token: they prove consent. The sweep
+/// reads those tables whole; erasure is rare and runs in one transaction.
 ///
 /// Returns `false` (and changes nothing) when there is no such user.
 #[tracing::instrument(skip_all)]
@@ -297,8 +305,75 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
             .execute(&mut *tx)
             .await?;
     }
+    let digits = PhoneNumber::from_trusted(phone.to_owned()).national_digits();
+    sqlx::query(ERASE_WEBHOOKS)
+        .bind(&digits)
+        .bind(ANONYMOUS_WEBHOOK_PARAMS)
+        .execute(&mut *tx)
+        .await?;
+    for sql in ERASE_SWEEP {
+        sqlx::query(*sql).bind(&digits).execute(&mut *tx).await?;
+    }
     Ok(true)
 }
+
+/// Whether a text's digits contain `$1` (the national number's digits).
+macro_rules! mentions {
+    ($col:literal) => {
+        concat!(
+            "regexp_replace(",
+            $col,
+            ", '\\D', '', 'g') like '%' || $1 || '%'"
+        )
+    };
+}
+
+/// The sweep of [`erase`] over raw webhooks: `$1` is the national number's
+/// digits, `$2` the anonymous webhook parameters.
+const ERASE_WEBHOOKS: &str = concat!(
+        "update webhook_events w set raw_body = '',
+             params = coalesce((select jsonb_object_agg(key, value) from jsonb_each(w.params)
+                                where key = any($2)
+                                  and regexp_replace(value::text, '\\D', '', 'g') not like '%' || $1 || '%'),
+                               '{}') || '{\"Erased\": \"true\"}'
+         where ",
+        mentions!("raw_body"),
+        " or ",
+        mentions!("params::text")
+);
+
+/// The rest of the sweep of [`erase`]: `$1` is the national number's digits.
+const ERASE_SWEEP: &[&str] = &[
+    concat!(
+        "update import_rejects set raw_line = '[erased]', reason = '[erased]' where ",
+        mentions!("raw_line"),
+        " or ",
+        mentions!("reason")
+    ),
+    concat!(
+        "update messages set error_message = '[erased]' where ",
+        mentions!("error_message")
+    ),
+    concat!(
+        "update decisions d set reason = coalesce((select jsonb_object_agg(key, value) from jsonb_each(d.reason)
+             where regexp_replace(value::text, '\\D', '', 'g') not like '%' || $1 || '%'), '{}')
+                || '{\"erased\": true}'
+         where ",
+        mentions!("reason::text")
+    ),
+    concat!(
+        "update consent_events set detail = '[erased]' where ",
+        mentions!("detail")
+    ),
+    concat!(
+        "update inbound_messages set body = '[erased]' where ",
+        mentions!("body")
+    ),
+    concat!(
+        "update imports set failure_reason = '[erased]' where ",
+        mentions!("failure_reason")
+    ),
+];
 
 /// Up to `limit` users after the phone number `after`, by phone number; only
 /// those with `consent` and in `segment` when given.
