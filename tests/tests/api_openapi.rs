@@ -16,6 +16,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/users/{phone_number}"),
     ("patch", "/v1/users/{phone_number}"),
     ("delete", "/v1/users/{phone_number}"),
+    ("get", "/v1/users/{phone_number}/consent"),
+    ("get", "/v1/inbound-messages"),
     ("get", "/v1/segments"),
     ("post", "/v1/segments"),
     ("post", "/v1/segments/preview"),

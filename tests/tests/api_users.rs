@@ -420,3 +420,86 @@ async fn the_api_cannot_undo_an_opt_out_the_person_made(db: PgPool) {
         "opted_in"
     );
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn consent_evidence_inbound_messages_and_campaign_opt_outs(db: PgPool) {
+    let api = api(db.clone());
+    create(
+        &api,
+        "+14155552671",
+        json!({"first_name": "Ada"}),
+        "opted_in",
+    )
+    .await;
+    let campaign = fixtures::campaign(&db).await;
+    sqlx::query("update campaigns set state = 'running', started_at = now() - interval '1 minute' where id = $1")
+        .bind(campaign)
+        .execute(&db)
+        .await
+        .unwrap();
+    fixtures::message(&db, campaign, "+14155552671", "delivered", Some("SMc1")).await;
+    let webhooks = webhooks_router(db.clone());
+    let stop = [
+        ("Body", "Stop 🛑"),
+        ("From", "whatsapp:+14155552671"),
+        ("MessageSid", "SMstop"),
+        ("To", "whatsapp:+14155238886"),
+    ];
+    assert_eq!(
+        post_signed(&webhooks, "/webhooks/inbound", &stop).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.patch(ADA, json!({"consent": "opted_in"})).await.status,
+        StatusCode::CONFLICT
+    );
+
+    let history = api
+        .get(&format!("{ADA}/consent"))
+        .await
+        .expect(StatusCode::OK);
+    let history = history.as_array().unwrap();
+    let sources: Vec<(&str, &str, bool)> = history
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap(),
+                e["to_consent"].as_str().unwrap(),
+                e["refused"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            ("api", "opted_in", false),
+            ("keyword", "opted_out", false),
+            ("api", "opted_in", true)
+        ]
+    );
+    // The STOP's evidence is the signed webhook exactly as Twilio sent it.
+    let raw = history[1]["webhook_raw_body"].as_str().unwrap();
+    assert!(raw.contains("MessageSid=SMstop"), "{raw}");
+    assert_eq!(
+        api.get("/v1/users/%2B14155550000/consent").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let inbound = api
+        .get("/v1/inbound-messages?from_number=%2B14155552671")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(inbound["data"][0]["message_sid"], "SMstop");
+    assert_eq!(inbound["data"][0]["body"], "Stop 🛑");
+    let none = api
+        .get("/v1/inbound-messages?from_number=%2B14155550000")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(none["data"], json!([]));
+
+    let stats = api
+        .get(&format!("/v1/campaigns/{campaign}/stats"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(stats["opt_outs"], 1);
+}

@@ -25,6 +25,7 @@ pub mod campaigns;
 pub mod db;
 pub mod extract;
 pub mod imports;
+pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod segments;
@@ -81,6 +82,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(users::list, users::upsert))
         .routes(routes!(users::get, users::patch, users::delete))
+        .routes(routes!(users::consent))
+        .routes(routes!(inbound::list))
         .routes(routes!(segments::list, segments::create))
         .routes(routes!(segments::preview))
         .routes(routes!(segments::get, segments::patch, segments::delete))

@@ -31,7 +31,7 @@ pub struct ErrorDetail {
     components(schemas(ErrorBody, ErrorDetail, crate::campaigns::StateValue)),
     tags(
         (name = "users"), (name = "segments"), (name = "templates"),
-        (name = "campaigns"), (name = "messages"), (name = "imports"),
+        (name = "campaigns"), (name = "messages"), (name = "imports"), (name = "inbound"),
     ),
 )]
 pub struct ApiDoc;

@@ -386,3 +386,27 @@ mod tests {
         assert_eq!(doc, json!({"b": {"c": 5}, "e": {"f": 1}, "g": 7}));
     }
 }
+
+/// A person's consent history, oldest first: every change and every refused
+/// change, each with the signed webhook (exactly as received) or the import
+/// behind it.
+#[utoipa::path(
+    get, path = "/v1/users/{phone_number}/consent", tag = "users",
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671/consent`")),
+    responses(
+        (status = 200, body = Vec<store::ConsentEvidence>),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+)]
+pub async fn consent(
+    State(state): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+) -> Result<Json<Vec<store::ConsentEvidence>>, ApiError> {
+    let phone = parse_phone(&raw, state.default_region, "phone_number")?;
+    store::get(&state.db, phone.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no user with this phone number"))?;
+    Ok(Json(
+        store::consent_history(&state.db, phone.as_str()).await?,
+    ))
+}

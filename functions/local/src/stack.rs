@@ -180,6 +180,7 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         twilio: webhook_config.clone(),
         default_region: shared::config::default_region(env)?,
         keywords: shared::config::consent_keywords(env),
+        replies: inbound::ConsentReplies::from_env(env),
         gcp_project: None,
     };
     let sender_settings =

@@ -251,6 +251,8 @@ pub struct CampaignStats {
     pub delivery_rate: Option<f64>,
     /// `read / delivered`; `null` before anything was delivered.
     pub read_rate: Option<f64>,
+    /// Recipients who opted out while the campaign ran (from its start to its end).
+    pub opt_outs: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -259,6 +261,7 @@ struct StatsRow {
     accepted: i64,
     delivered: i64,
     read: i64,
+    opt_outs: i64,
     by_status: Json<BTreeMap<String, i64>>,
     by_decision: Json<BTreeMap<String, i64>>,
     by_error_code: Json<BTreeMap<String, i64>>,
@@ -282,7 +285,13 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
              coalesce((select jsonb_object_agg(error_code::text, n) from
                  (select error_code, count(*) as n from messages
                   where campaign_id = $1 and error_code is not null group by error_code) e),
-                 '{}') as by_error_code
+                 '{}') as by_error_code,
+             (select count(distinct ce.phone_number) from consent_events ce, campaigns k
+              where k.id = $1 and ce.to_consent = 'opted_out' and not ce.refused
+                and ce.created_at >= coalesce(k.started_at, k.created_at)
+                and ce.created_at <= coalesce(k.completed_at, now())
+                and exists (select 1 from messages m
+                            where m.campaign_id = $1 and m.phone_number = ce.phone_number)) as opt_outs
          from messages where campaign_id = $1",
     )
     .bind(id)
@@ -299,5 +308,6 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
         read: row.read,
         delivery_rate: rate(row.delivered, row.accepted),
         read_rate: rate(row.read, row.delivered),
+        opt_outs: row.opt_outs,
     })
 }

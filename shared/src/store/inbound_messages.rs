@@ -33,3 +33,57 @@ pub async fn insert(
     .await?;
     Ok(())
 }
+
+/// An inbound message as the API lists it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct InboundRecord {
+    pub id: i64,
+    pub message_sid: String,
+    pub from_number: String,
+    pub to_number: String,
+    pub profile_name: Option<String>,
+    pub body: String,
+    pub num_media: i32,
+    #[schema(value_type = Object)]
+    pub media: serde_json::Value,
+    pub button_payload: Option<String>,
+    pub button_text: Option<String>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The raw webhook it was read from.
+    pub webhook_event_id: i64,
+}
+
+/// Filters of the inbound list.
+#[derive(Debug, Clone, Default)]
+pub struct InboundFilter<'a> {
+    pub from_number: Option<&'a str>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The sort key of the inbound list: newest first.
+pub type ListKey = i64;
+
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filter: InboundFilter<'_>,
+    after: Option<ListKey>,
+    limit: i64,
+) -> Result<Vec<InboundRecord>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, message_sid, from_number, to_number, profile_name, body, num_media, media,
+                button_payload, button_text, received_at, webhook_event_id
+         from inbound_messages
+         where ($1::text is null or from_number = $1)
+           and ($2::timestamptz is null or received_at >= $2)
+           and ($3::bigint is null or id < $3)
+         order by id desc
+         limit $4",
+    )
+    .bind(filter.from_number)
+    .bind(filter.since)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

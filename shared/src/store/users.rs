@@ -410,3 +410,43 @@ pub async fn count_matching(
     segment.push_predicate(&mut qb);
     qb.build_query_scalar().fetch_one(db).await
 }
+
+/// One consent change (or refused change) with the evidence behind it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct ConsentEvidence {
+    pub id: i64,
+    pub from_consent: String,
+    pub to_consent: String,
+    /// `keyword`, `button`, `twilio` (the person), `import` or `api`.
+    pub source: String,
+    /// The precedence rules kept the person's own opt-out: nothing changed.
+    pub refused: bool,
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// The signed webhook behind it (a keyword, a button, a 21610 callback).
+    pub webhook_event_id: Option<i64>,
+    /// That webhook exactly as Twilio sent it.
+    pub webhook_raw_body: Option<String>,
+    pub webhook_received_at: Option<DateTime<Utc>>,
+    /// The import behind it (`/v1/imports/{id}`).
+    pub import_id: Option<uuid::Uuid>,
+}
+
+/// A person's consent history, oldest first, with its evidence.
+#[tracing::instrument(skip_all)]
+pub async fn consent_history(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+) -> Result<Vec<ConsentEvidence>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
+                c.webhook_event_id, w.raw_body as webhook_raw_body, w.received_at as webhook_received_at,
+                c.import_id
+         from consent_events c left join webhook_events w on w.id = c.webhook_event_id
+         where c.phone_number = $1
+         order by c.id",
+    )
+    .bind(phone)
+    .fetch_all(db)
+    .await
+}

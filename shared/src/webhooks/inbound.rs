@@ -113,6 +113,8 @@ pub struct InboundOutcome {
     pub duplicate: bool,
     /// `(from, to)` when a keyword changed the user's consent.
     pub consent_change: Option<(Consent, Consent)>,
+    /// The consent a keyword (or button) asked for, changed or not.
+    pub keyword: Option<Consent>,
     /// The request was kept raw only: why it could not be read.
     pub unreadable: Option<String>,
 }
@@ -145,6 +147,7 @@ pub async fn record(
         return Ok(InboundOutcome {
             duplicate: true,
             consent_change: None,
+            keyword: None,
             unreadable: None,
         });
     };
@@ -158,6 +161,7 @@ pub async fn record(
             return Ok(InboundOutcome {
                 duplicate: false,
                 consent_change: None,
+                keyword: None,
                 unreadable: Some(reason),
             });
         }
@@ -176,7 +180,8 @@ pub async fn record(
     .await?;
     let mut consent_change = None;
     let (text, source) = message.keyword_text();
-    if let Some(to) = keywords.classify(text) {
+    let keyword = keywords.classify(text);
+    if let Some(to) = keyword {
         let change = ConsentChange {
             to,
             source,
@@ -196,6 +201,7 @@ pub async fn record(
     Ok(InboundOutcome {
         duplicate: false,
         consent_change,
+        keyword,
         unreadable: None,
     })
 }
