@@ -19,6 +19,7 @@ mod segments;
 mod sender;
 mod soak;
 mod support;
+mod topics;
 mod webhooks_edges;
 mod webhooks_inbound;
 mod webhooks_status;

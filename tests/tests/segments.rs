@@ -32,6 +32,7 @@ fn attribute_value() -> impl Strategy<Value = Value> {
 }
 
 const KEYS: [&str; 5] = ["plan", "age", "vip", "tags", "nested"];
+const TOPICS: [&str; 2] = ["promotions", "order-updates"];
 
 fn attributes() -> impl Strategy<Value = Value> {
     prop::collection::btree_map(prop::sample::select(KEYS.to_vec()), attribute_value(), 0..5)
@@ -45,6 +46,7 @@ struct GenUser {
     consent: &'static str,
     created_days_ago: i64,
     inbound_hours_ago: Option<i64>,
+    unsubscribed_topics: Vec<String>,
 }
 
 fn user() -> impl Strategy<Value = GenUser> {
@@ -54,14 +56,16 @@ fn user() -> impl Strategy<Value = GenUser> {
         prop::sample::select(vec!["unknown", "opted_in", "opted_out"]),
         0i64..400,
         prop::option::of(0i64..200),
+        prop::sample::subsequence(TOPICS.to_vec(), 0..=TOPICS.len()),
     )
         .prop_map(
-            |(prefix, attributes, consent, created_days_ago, inbound_hours_ago)| GenUser {
+            |(prefix, attributes, consent, created_days_ago, inbound_hours_ago, left)| GenUser {
                 phone: prefix.to_owned(),
                 attributes,
                 consent,
                 created_days_ago,
                 inbound_hours_ago,
+                unsubscribed_topics: left.into_iter().map(str::to_owned).collect(),
             },
         )
 }
@@ -116,6 +120,8 @@ fn leaf() -> impl Strategy<Value = Value> {
             .prop_map(|(f, op, v)| json!({"field": f, op: v})),
         (prop::sample::select(vec!["+44", "+1415", "9"]))
             .prop_map(|p| json!({"field": "phone_number", "starts_with": p})),
+        (prop::sample::select(TOPICS.to_vec()), any::<bool>())
+            .prop_map(|(t, s)| json!({"topic": t, "subscribed": s})),
     ]
 }
 
@@ -154,6 +160,22 @@ async fn compiler_and_evaluator_agree(db: PgPool) {
             .execute(&db)
             .await
             .unwrap();
+        for topic in &u.unsubscribed_topics {
+            sqlx::query("insert into topic_subscriptions (phone_number, topic, subscribed, source) values ($1, $2, false, 'api')")
+                .bind(&u.phone)
+                .bind(topic)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+        // A topic chosen explicitly, and still subscribed, reads as subscribed too.
+        if u.unsubscribed_topics.is_empty() && i % 3 == 0 {
+            sqlx::query("insert into topic_subscriptions (phone_number, topic, subscribed, source) values ($1, 'promotions', true, 'api')")
+                .bind(&u.phone)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
         users.push((u, created, inbound));
     }
 
@@ -181,6 +203,7 @@ async fn compiler_and_evaluator_agree(db: PgPool) {
                         consent: u.consent,
                         created_at: *created,
                         last_inbound_at: *inbound,
+                        unsubscribed_topics: &u.unsubscribed_topics,
                     },
                     now,
                 )

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::Deserialize;
-use shared::domain::{CampaignAction, CampaignState};
+use shared::domain::{CampaignAction, CampaignState, Topic};
 use shared::http::ApiError;
 use shared::http::pagination::{Page, PageParams};
 use shared::segment::Segment;
@@ -50,6 +50,7 @@ struct Draft {
     default_timezone: String,
     frequency_cap: Option<i32>,
     max_attempts: i32,
+    topic: Option<String>,
 }
 
 impl Draft {
@@ -111,6 +112,12 @@ impl Draft {
             default_timezone: self.default_timezone,
             frequency_cap: self.frequency_cap,
             max_attempts: self.max_attempts,
+            topic: self
+                .topic
+                .as_deref()
+                .map(Topic::parse)
+                .transpose()
+                .map_err(|e| ApiError::unprocessable("topic", e))?,
         })
     }
 }
@@ -176,6 +183,9 @@ pub struct CreateCampaign {
     pub frequency_cap: Option<i32>,
     /// 1 to 20, default 5.
     pub max_attempts: Option<i32>,
+    /// What the campaign is about (`promotions`): people who left the topic are skipped.
+    #[schema(example = "promotions", pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub topic: Option<String>,
 }
 
 /// Create a draft campaign.
@@ -202,6 +212,7 @@ pub async fn create(
         default_timezone: req.default_timezone.unwrap_or_else(|| "UTC".to_owned()),
         frequency_cap: req.frequency_cap,
         max_attempts: req.max_attempts.unwrap_or(5),
+        topic: req.topic,
     }
     .validate()?;
     let campaign = store::insert(&state.db, &fields).await.or_db(REFERENCES)?;
@@ -253,6 +264,10 @@ pub struct PatchCampaign {
     #[schema(value_type = Option<i32>)]
     pub frequency_cap: Option<Option<i32>>,
     pub max_attempts: Option<i32>,
+    /// `null` removes the topic.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub topic: Option<Option<String>>,
 }
 
 fn not_draft(state: CampaignState) -> ApiError {
@@ -293,6 +308,7 @@ pub async fn patch(
         default_timezone: req.default_timezone.unwrap_or(c.default_timezone),
         frequency_cap: req.frequency_cap.unwrap_or(c.frequency_cap),
         max_attempts: req.max_attempts.unwrap_or(c.max_attempts),
+        topic: req.topic.unwrap_or(c.topic),
     }
     .validate()?;
     match store::update_draft(&state.db, id, &fields)

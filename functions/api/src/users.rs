@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use shared::domain::{Consent, ConsentSource, PhoneNumber, Region};
+use std::collections::BTreeMap;
+
+use shared::domain::{Consent, ConsentSource, PhoneNumber, Region, Topic};
 use shared::http::ApiError;
 use shared::http::pagination::{Page, PageParams};
 use shared::segment::Segment;
@@ -195,6 +197,9 @@ pub struct UpsertUser {
     pub attributes: Option<Map<String, Value>>,
     /// Changes the consent when given (recorded as a consent event from `api`).
     pub consent: Option<ConsentValue>,
+    /// Subscribes (`true`) or unsubscribes (`false`) per topic.
+    #[schema(value_type = Option<Object>, example = json!({"promotions": false}))]
+    pub topics: Option<BTreeMap<String, bool>>,
 }
 
 /// Create a user, or update an existing one.
@@ -229,6 +234,9 @@ pub async fn upsert(
             .await?
             .expect("upserted in this transaction");
     }
+    if let Some(topics) = &req.topics {
+        tx = set_topics(&state.db, tx, phone.as_str(), topics).await?;
+    }
     tx.commit().await?;
     let status = if upserted.created {
         StatusCode::CREATED
@@ -236,6 +244,47 @@ pub async fn upsert(
         StatusCode::OK
     };
     Ok((status, Json(user.into())))
+}
+
+/// Sets topic subscriptions in the request's transaction, under the same
+/// precedence as consent (a topic the person left is rejoined only by them).
+async fn set_topics(
+    db: &sqlx::PgPool,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    phone: &str,
+    topics: &BTreeMap<String, bool>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
+    let mut parsed = vec![];
+    for (name, subscribed) in topics {
+        let topic = Topic::parse(name)
+            .map_err(|e| ApiError::unprocessable(&format!("topics.{name}"), e))?;
+        parsed.push((topic, *subscribed));
+    }
+    for (topic, subscribed) in &parsed {
+        let outcome = store::set_topic(
+            &mut *tx,
+            phone,
+            topic,
+            *subscribed,
+            ConsentSource::Api,
+            None,
+        )
+        .await?;
+        if let store::ConsentOutcome::Refused(_) = outcome {
+            tx.rollback().await?;
+            store::set_topic(db, phone, topic, *subscribed, ConsentSource::Api, None).await?;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "consent_kept",
+                format!(
+                    "the person left topic {} themselves; only they can rejoin it",
+                    topic.as_str()
+                ),
+            )
+            .with_field(format!("topics.{}", topic.as_str())));
+        }
+    }
+    Ok(tx)
 }
 
 fn api_change(to: Consent) -> store::ConsentChange<'static> {
@@ -299,6 +348,9 @@ pub struct PatchUser {
     pub attributes: Option<Map<String, Value>>,
     /// Changes the consent (recorded as a consent event from `api`).
     pub consent: Option<ConsentValue>,
+    /// Subscribes (`true`) or unsubscribes (`false`) per topic.
+    #[schema(value_type = Option<Object>, example = json!({"promotions": false}))]
+    pub topics: Option<BTreeMap<String, bool>>,
 }
 
 /// Change a user's attributes (merge patch) or consent.
@@ -340,6 +392,9 @@ pub async fn patch(
         user = store::get(&mut *tx, phone.as_str())
             .await?
             .expect("locked in this transaction");
+    }
+    if let Some(topics) = &req.topics {
+        tx = set_topics(&state.db, tx, phone.as_str(), topics).await?;
     }
     tx.commit().await?;
     Ok(Json(user.into()))

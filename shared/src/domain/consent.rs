@@ -96,6 +96,47 @@ impl ConsentSource {
     }
 }
 
+/// A topic people subscribe to or not (`promotions`, `order-updates`):
+/// lower case letters, digits, `_`, `.`, `-`, at most 64, starting with a
+/// letter or digit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Topic(String);
+
+impl Topic {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a topic: lower case letters, digits, '_', '.', '-', at most 64"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A quick-reply payload that changes a topic: `topic:<name>:off` or
+    /// `topic:<name>:on` (case and white space around it do not matter).
+    pub fn from_payload(payload: &str) -> Option<(Topic, bool)> {
+        let p = payload.trim().to_ascii_lowercase();
+        let rest = p.strip_prefix("topic:")?;
+        let (name, state) = rest.rsplit_once(':')?;
+        let subscribed = match state {
+            "on" => true,
+            "off" => false,
+            _ => return None,
+        };
+        Some((Topic::parse(name).ok()?, subscribed))
+    }
+}
+
 /// A consent change the precedence rules refuse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the person opted out themselves ({by_the_person}); only they can opt back in")]
@@ -298,5 +339,19 @@ mod tests {
             ConsentSource::the_persons(),
             ["keyword", "button", "twilio"]
         );
+    }
+
+    #[test]
+    fn topics_and_their_payloads() {
+        assert!(Topic::parse("order-updates").is_ok());
+        assert!(Topic::parse("Promotions").is_err());
+        assert!(Topic::parse("").is_err());
+        assert!(Topic::parse(&"a".repeat(65)).is_err());
+        assert_eq!(
+            Topic::from_payload(" TOPIC:promotions:OFF "),
+            Some((Topic::parse("promotions").unwrap(), false))
+        );
+        assert_eq!(Topic::from_payload("topic:promotions:maybe"), None);
+        assert_eq!(Topic::from_payload("STOP"), None);
     }
 }

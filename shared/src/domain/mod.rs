@@ -7,7 +7,7 @@ pub mod quiet_hours;
 pub mod status;
 
 pub use campaign::{CampaignAction, CampaignState, InvalidTransition};
-pub use consent::{Consent, ConsentKeywords, ConsentSource};
+pub use consent::{Consent, ConsentKeywords, ConsentSource, Topic};
 pub use phone::{PhoneError, PhoneNumber, Region};
 pub use quiet_hours::QuietHours;
 pub use status::MessageStatus;

@@ -1,5 +1,5 @@
 //! The sender: claim → [`decide`] (pure, DESIGN §5's order: campaign state →
-//! consent → 24-hour window → quiet hours → render) → act (frequency cap →
+//! consent → topic → 24-hour window → quiet hours → render) → act (frequency cap →
 //! rate limit → Twilio → record). Every branch ends the claim with a decision,
 //! and a send whose outcome is unknown is never sent again before
 //! reconciliation has asked Twilio (DESIGN §3.4, docs/sending.md).
@@ -131,6 +131,13 @@ pub fn decide(
             Ending::Skipped,
             "skipped_no_consent",
             json!({"consent": consent}),
+        );
+    }
+    if let (Some(topic), false) = (&c.topic, c.topic_subscribed) {
+        return end(
+            Ending::Skipped,
+            "skipped_topic_unsubscribed",
+            json!({"topic": topic}),
         );
     }
     let template = match template {

@@ -7,18 +7,23 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::FileError;
-use crate::domain::{Consent, PhoneNumber, Region};
+use crate::domain::{Consent, PhoneNumber, Region, Topic};
 
 /// The names a phone number column goes by, in order of preference.
 pub const PHONE_COLUMNS: [&str; 4] = ["phone_number", "phone", "msisdn", "wa_id"];
 pub const CONSENT_COLUMN: &str = "consent";
 pub const TIMEZONE_COLUMN: &str = "timezone";
+/// `topic.<name>` columns subscribe (`subscribed`, `yes`, `true`, `on`, `1`)
+/// or unsubscribe (`unsubscribed`, `no`, `false`, `off`, `0`) per topic.
+pub const TOPIC_PREFIX: &str = "topic.";
 
 /// A valid row, ready to stage.
 #[derive(Debug, PartialEq)]
 pub struct Row<'a> {
     pub phone: PhoneNumber,
     pub consent: Option<Consent>,
+    /// Topic subscriptions the row sets (`topic.<name>` columns).
+    pub topics: Vec<(Topic, bool)>,
     /// Attribute names and values, in the file's order; absent values are left out.
     pub attributes: Vec<(&'a str, AttrValue<'a>)>,
 }
@@ -34,11 +39,12 @@ pub enum AttrValue<'a> {
     Json(&'a Value),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Role {
     Phone,
     Consent,
     Timezone,
+    Topic(Topic),
     Attribute,
 }
 
@@ -87,17 +93,22 @@ impl Columns {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                if i == phone {
+                Ok(if i == phone {
                     Role::Phone
                 } else if name.eq_ignore_ascii_case(CONSENT_COLUMN) {
                     Role::Consent
                 } else if name.eq_ignore_ascii_case(TIMEZONE_COLUMN) {
                     Role::Timezone
+                } else if let Some(topic) = topic_column(name) {
+                    Role::Topic(
+                        topic
+                            .map_err(|e| FileError::new(format!("header column {name:?}: {e}")))?,
+                    )
                 } else {
                     Role::Attribute
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, FileError>>()?;
         Ok(Self {
             international: without_plus(&names[phone]),
             names,
@@ -124,6 +135,7 @@ impl Columns {
         }
         let mut phone = None;
         let mut consent = None;
+        let mut topics = vec![];
         let mut attributes = Vec::with_capacity(cells.len());
         for ((name, role), cell) in self.names.iter().zip(&self.roles).zip(cells) {
             if cell.contains('\0') {
@@ -133,6 +145,11 @@ impl Columns {
             match role {
                 Role::Phone => phone = Some(parse_phone(value, self.international, region)?),
                 Role::Consent => consent = parse_consent(value)?,
+                Role::Topic(topic) => {
+                    if let Some(subscribed) = parse_subscription(name, value)? {
+                        topics.push((topic.clone(), subscribed));
+                    }
+                }
                 Role::Timezone => {
                     if let Some(tz) = parse_timezone(value)? {
                         attributes.push((name.as_str(), AttrValue::Text(Cow::Borrowed(tz))));
@@ -148,6 +165,7 @@ impl Columns {
         Ok(Row {
             phone: phone.expect("the header has a phone column"),
             consent,
+            topics,
             attributes,
         })
     }
@@ -166,6 +184,7 @@ pub fn json_row(object: &Map<String, Value>, region: Option<Region>) -> Result<R
         })?;
     let mut phone = None;
     let mut consent = None;
+    let mut topics = vec![];
     let mut attributes = Vec::with_capacity(object.len());
     for (key, value) in object {
         if key == phone_key {
@@ -194,6 +213,22 @@ pub fn json_row(object: &Map<String, Value>, region: Option<Region>) -> Result<R
                 ));
             };
             consent = parse_consent(s.trim())?;
+        } else if let Some(topic) = topic_column(name) {
+            let topic = topic.map_err(|e| format!("{name:?}: {e}"))?;
+            let text = match value {
+                Value::Bool(b) => b.to_string(),
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(format!(
+                        "{name:?} must be subscribed or unsubscribed, not {}",
+                        kind(value)
+                    ));
+                }
+            };
+            if let Some(subscribed) = parse_subscription(name, text.trim())? {
+                topics.push((topic, subscribed));
+            }
         } else if name.eq_ignore_ascii_case(TIMEZONE_COLUMN) {
             let Value::String(s) = value else {
                 return Err(format!(
@@ -211,6 +246,7 @@ pub fn json_row(object: &Map<String, Value>, region: Option<Region>) -> Result<R
     Ok(Row {
         phone: phone.expect("the phone key was found"),
         consent,
+        topics,
         attributes,
     })
 }
@@ -242,6 +278,25 @@ fn parse_phone(
         ));
     }
     Ok(phone)
+}
+
+/// `topic.<name>`: the topic, or why its name is not one.
+fn topic_column(name: &str) -> Option<Result<Topic, String>> {
+    let prefix = name.get(..TOPIC_PREFIX.len())?;
+    prefix
+        .eq_ignore_ascii_case(TOPIC_PREFIX)
+        .then(|| Topic::parse(&name[TOPIC_PREFIX.len()..]))
+}
+
+fn parse_subscription(column: &str, value: &str) -> Result<Option<bool>, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "subscribed" | "yes" | "true" | "on" | "1" => Ok(Some(true)),
+        "unsubscribed" | "no" | "false" | "off" | "0" => Ok(Some(false)),
+        _ => Err(format!(
+            "{column} is {value:?}: expected subscribed or unsubscribed"
+        )),
+    }
 }
 
 fn parse_consent(value: &str) -> Result<Option<Consent>, String> {
@@ -449,5 +504,28 @@ mod tests {
                 .unwrap_err()
                 .starts_with("timezone must be")
         );
+    }
+
+    #[test]
+    fn topic_columns_subscribe_and_unsubscribe() {
+        let cols =
+            Columns::from_header(&["phone", "topic.promotions", "Topic.order-updates"]).unwrap();
+        let row = cols
+            .row(&["+14155552671", "unsubscribed", "yes"], None)
+            .unwrap();
+        let topic = |t: &str| Topic::parse(t).unwrap();
+        assert_eq!(
+            row.topics,
+            vec![(topic("promotions"), false), (topic("order-updates"), true)]
+        );
+        assert!(row.attributes.is_empty());
+        let blank = cols.row(&["+14155552671", "", ""], None).unwrap();
+        assert!(blank.topics.is_empty());
+        let err = cols.row(&["+14155552671", "maybe", ""], None).unwrap_err();
+        assert!(err.contains("expected subscribed or unsubscribed"), "{err}");
+        assert!(Columns::from_header(&["phone", "topic.Bad Name"]).is_err());
+        let object = serde_json::json!({"phone": "+14155552671", "topic.promotions": false});
+        let row = json_row(object.as_object().unwrap(), None).unwrap();
+        assert_eq!(row.topics, vec![(topic("promotions"), false)]);
     }
 }

@@ -1,5 +1,5 @@
 //! Valid rows in PostgreSQL's `COPY … from stdin` text format, for the
-//! staging table `(line_number, phone_number, attributes, consent)`.
+//! staging table `(line_number, phone_number, attributes, consent, topics)`.
 //!
 //! The attributes are written as JSON text straight into the COPY buffer
 //! (JSON escaping and COPY escaping fused), so no JSON value is built for a
@@ -10,7 +10,7 @@ use std::io::Write;
 use super::columns::{AttrValue, Row};
 
 /// The staging table's columns, in the order [`encode_row`] writes them.
-pub const COLUMNS: &str = "line_number, phone_number, attributes, consent";
+pub const COLUMNS: &str = "line_number, phone_number, attributes, consent, topics";
 
 /// Appends one row as a COPY text line.
 pub fn encode_row(line: u64, row: &Row<'_>, buf: &mut Vec<u8>) {
@@ -37,6 +37,20 @@ pub fn encode_row(line: u64, row: &Row<'_>, buf: &mut Vec<u8>) {
     match row.consent {
         Some(consent) => buf.extend_from_slice(consent.as_str().as_bytes()),
         None => buf.extend_from_slice(b"\\N"),
+    }
+    buf.push(b'\t');
+    if row.topics.is_empty() {
+        buf.extend_from_slice(b"\\N");
+    } else {
+        // Topic names are plain (letters, digits, `_.-`): nothing to escape.
+        buf.push(b'{');
+        for (i, (topic, subscribed)) in row.topics.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            let _ = write!(buf, "\"{}\":{subscribed}", topic.as_str());
+        }
+        buf.push(b'}');
     }
     buf.push(b'\n');
 }
@@ -124,6 +138,7 @@ mod tests {
         let row = Row {
             phone: PhoneNumber::parse("+14155552671", None).unwrap(),
             consent: Some(Consent::OptedIn),
+            topics: vec![(crate::domain::Topic::parse("promotions").unwrap(), false)],
             attributes: vec![
                 (
                     "name",
@@ -136,9 +151,12 @@ mod tests {
         let mut buf = Vec::new();
         encode_row(7, &row, &mut buf);
         let line = String::from_utf8(buf).unwrap();
-        assert!(line.ends_with("\topted_in\n"), "{line}");
+        assert!(
+            line.ends_with("\topted_in\t{\"promotions\":false}\n"),
+            "{line}"
+        );
         let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields.len(), 5, "{line}");
         assert_eq!(&fields[..2], &["7", "+14155552671"]);
         let attributes: serde_json::Value =
             serde_json::from_str(&unescape_copy(fields[2])).unwrap();
@@ -150,10 +168,11 @@ mod tests {
         let bare = Row {
             phone: PhoneNumber::parse("+14155552671", None).unwrap(),
             consent: None,
+            topics: vec![],
             attributes: vec![],
         };
         let mut buf = Vec::new();
         encode_row(1, &bare, &mut buf);
-        assert_eq!(buf, b"1\t+14155552671\t{}\t\\N\n");
+        assert_eq!(buf, b"1\t+14155552671\t{}\t\\N\t\\N\n");
     }
 }

@@ -251,6 +251,13 @@ fn condition(c: &Condition, qb: Qb<'_>, now: DateTime<Utc>) {
             qb.push_bind(patterns);
             qb.push("))");
         }
+        Condition::Subscribed(topic, subscribed) => {
+            qb.push("(coalesce((select ts.subscribed from topic_subscriptions ts where ts.phone_number = users.phone_number and ts.topic = ");
+            qb.push_bind(topic.clone());
+            qb.push("), true) = ");
+            qb.push_bind(*subscribed);
+            qb.push(")");
+        }
     }
 }
 

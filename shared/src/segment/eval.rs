@@ -14,6 +14,8 @@ pub struct UserFacts<'a> {
     pub consent: &'a str,
     pub created_at: DateTime<Utc>,
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// The topics the user left.
+    pub unsubscribed_topics: &'a [String],
 }
 
 pub(super) fn node(n: &Node, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
@@ -140,6 +142,9 @@ fn condition(c: &Condition, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
                 .any(|c| u.phone_number.starts_with(&format!("+{c}")))
                 != *negate
         }
+        Condition::Subscribed(topic, subscribed) => {
+            !u.unsubscribed_topics.iter().any(|t| t == topic) == *subscribed
+        }
     }
 }
 
@@ -165,7 +170,27 @@ mod tests {
             consent: "opted_in",
             created_at: "2026-01-10T00:00:00Z".parse().unwrap(),
             last_inbound_at: None,
+            unsubscribed_topics: &[],
         }
+    }
+
+    #[test]
+    fn topic_conditions_read_the_topics_left() {
+        let now: DateTime<Utc> = "2026-02-01T00:00:00Z".parse().unwrap();
+        let attrs = json!({});
+        let left = ["promotions".to_owned()];
+        let u = UserFacts {
+            unsubscribed_topics: &left,
+            ..user(&attrs)
+        };
+        let seg = |v: Value| Segment::parse(&v).unwrap();
+        assert!(!seg(json!({"topic": "promotions", "subscribed": true})).matches(&u, now));
+        assert!(seg(json!({"topic": "promotions", "subscribed": false})).matches(&u, now));
+        // No choice made means subscribed.
+        assert!(seg(json!({"topic": "order-updates", "subscribed": true})).matches(&u, now));
+        assert!(Segment::parse(&json!({"topic": "Bad Name", "subscribed": true})).is_err());
+        assert!(Segment::parse(&json!({"topic": "promotions"})).is_err());
+        assert!(Segment::parse(&json!({"topic": "promotions", "subscribed": "yes"})).is_err());
     }
 
     fn check(def: Value, attrs: Value) -> bool {

@@ -102,6 +102,8 @@ enum Condition {
     After(Field, When),
     /// Country conditions compile to calling-code prefixes of `phone_number`.
     CountryIn(Vec<u16>, bool),
+    /// Subscribed to the topic (no `topic_subscriptions` row means subscribed).
+    Subscribed(String, bool),
 }
 
 impl Segment {

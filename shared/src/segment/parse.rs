@@ -95,7 +95,30 @@ fn only_key(obj: &Map<String, Value>, key: &str, path: &str) -> Result<(), Segme
     }
 }
 
+/// `{"topic": "promotions", "subscribed": true}`.
+fn topic(obj: &Map<String, Value>, name: &Value, path: &str) -> Result<Condition, SegmentError> {
+    let name = name
+        .as_str()
+        .ok_or_else(|| err(&format!("{path}.topic"), "expected a topic name (a string)"))?;
+    let topic = crate::domain::Topic::parse(name).map_err(|e| err(&format!("{path}.topic"), e))?;
+    if let Some(other) = obj.keys().find(|k| *k != "topic" && *k != "subscribed") {
+        return Err(err(
+            &format!("{path}.{other}"),
+            "a topic condition takes only \"subscribed\"",
+        ));
+    }
+    let subscribed = match obj.get("subscribed") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(err(&format!("{path}.subscribed"), "expected true or false")),
+        None => return Err(err(path, "missing \"subscribed\": true or false")),
+    };
+    Ok(Condition::Subscribed(topic.as_str().to_owned(), subscribed))
+}
+
 fn leaf(obj: &Map<String, Value>, path: &str) -> Result<Condition, SegmentError> {
+    if let Some(name) = obj.get("topic") {
+        return topic(obj, name, path);
+    }
     let field = match (obj.get("attribute"), obj.get("field")) {
         (Some(_), Some(_)) => {
             return Err(err(

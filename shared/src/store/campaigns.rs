@@ -28,6 +28,8 @@ pub struct Campaign {
     pub default_timezone: String,
     pub frequency_cap: Option<i32>,
     pub max_attempts: i32,
+    /// The topic the campaign is about: people who left it are skipped.
+    pub topic: Option<String>,
     pub materialized_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -49,7 +51,7 @@ macro_rules! columns {
         "id, name, segment_id, template_id, state, starts_at, rate_per_second,
     to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
     to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end,
-    default_timezone, frequency_cap, max_attempts, materialized_at, started_at, completed_at,
+    default_timezone, frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
     created_at, updated_at"
     };
 }
@@ -66,6 +68,7 @@ pub struct CampaignFields {
     pub default_timezone: String,
     pub frequency_cap: Option<i32>,
     pub max_attempts: i32,
+    pub topic: Option<crate::domain::Topic>,
 }
 
 /// The sort key of the campaign list: newest first.
@@ -75,8 +78,8 @@ pub type ListKey = (DateTime<Utc>, Uuid);
 pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campaign, sqlx::Error> {
     sqlx::query_as(concat!(
         "insert into campaigns (name, segment_id, template_id, starts_at, rate_per_second,
-             quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts, topic)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          returning ",
         columns!()
     ))
@@ -90,6 +93,7 @@ pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campa
     .bind(&c.default_timezone)
     .bind(c.frequency_cap)
     .bind(c.max_attempts)
+    .bind(c.topic.as_ref().map(|t| t.as_str()))
     .fetch_one(db)
     .await
 }
@@ -143,7 +147,7 @@ pub async fn update_draft(
     sqlx::query_as(concat!(
         "update campaigns set name = $2, segment_id = $3, template_id = $4, starts_at = $5,
              rate_per_second = $6, quiet_hours_start = $7, quiet_hours_end = $8,
-             default_timezone = $9, frequency_cap = $10, max_attempts = $11
+             default_timezone = $9, frequency_cap = $10, max_attempts = $11, topic = $12
          where id = $1 and state = 'draft'
          returning ",
         columns!()
@@ -159,6 +163,7 @@ pub async fn update_draft(
     .bind(&c.default_timezone)
     .bind(c.frequency_cap)
     .bind(c.max_attempts)
+    .bind(c.topic.as_ref().map(|t| t.as_str()))
     .fetch_optional(db)
     .await
 }

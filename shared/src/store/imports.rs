@@ -279,7 +279,8 @@ pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
              line_number   bigint not null,
              phone_number  text not null,
              attributes    jsonb not null,
-             consent       text
+             consent       text,
+             topics        jsonb
          )",
     )
     .execute(&mut *conn)
@@ -318,7 +319,7 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query_as(
+    let mut counts: MergeCounts = sqlx::query_as(
         "with merged as (
              select phone_number,
                     jsonb_merge_agg(attributes order by line_number) as attributes,
@@ -380,6 +381,49 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
                 (select coalesce(sum(copies - 1), 0)::bigint from merged) as duplicates,
                 (select count(*) from changes where not refused) as consent_changes,
                 (select count(*) from changes where refused) as consent_kept",
+    )
+    .bind(id)
+    .bind(ConsentSource::the_persons())
+    .fetch_one(&mut *conn)
+    .await?;
+    counts.consent_kept += merge_staged_topics(conn, id).await?;
+    Ok(counts)
+}
+
+/// Applies the staged `topic.<name>` choices (the last one of the file per
+/// person and topic), under the same precedence as consent: a topic the
+/// person left themselves stays left. Returns how many choices were kept out.
+async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "with asked as (
+             select r.phone_number, t.key as topic,
+                    (array_agg(t.value::boolean order by r.line_number desc))[1] as subscribed
+             from pg_temp.import_rows r, jsonb_each_text(r.topics) t
+             where r.topics is not null
+             group by 1, 2
+         ), decided as (
+             select a.phone_number, a.topic, a.subscribed, coalesce(s.subscribed, true) as was, s.source,
+                    (a.subscribed and s.subscribed = false and s.source = any($2)) as kept
+             from asked a left join topic_subscriptions s using (phone_number, topic)
+         ), written as (
+             insert into topic_subscriptions (phone_number, topic, subscribed, source)
+             select phone_number, topic, subscribed, 'import' from decided
+             where not kept and was <> subscribed
+             on conflict (phone_number, topic) do update
+                 set subscribed = excluded.subscribed, source = excluded.source, changed_at = now()
+             returning 1
+         ), events as (
+             insert into consent_events (phone_number, from_consent, to_consent, source, import_id, refused, topic, detail)
+             select phone_number, case when was then 'opted_in' else 'opted_out' end,
+                    case when subscribed then 'opted_in' else 'opted_out' end, 'import', $1, false, topic, null
+             from decided where not kept and was <> subscribed
+             union all
+             select phone_number, 'opted_out', 'opted_in', 'import', $1, true, topic,
+                    'refused: the person left this topic (' || source || '); only they can rejoin'
+             from decided where kept
+             returning refused
+         )
+         select count(*) filter (where refused) from events",
     )
     .bind(id)
     .bind(ConsentSource::the_persons())

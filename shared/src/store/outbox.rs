@@ -25,6 +25,9 @@ pub struct Claimed {
     pub default_timezone: String,
     pub frequency_cap: Option<i32>,
     pub max_attempts: i32,
+    /// The campaign's topic, and whether the person is subscribed to it.
+    pub topic: Option<String>,
+    pub topic_subscribed: bool,
     pub template_id: Uuid,
     pub template_version: DateTime<Utc>,
     pub body: Option<String>,
@@ -57,6 +60,9 @@ pub async fn claim(
          select c.id as message_id, c.claims as claim, c.campaign_id, c.phone_number, c.attempts,
                 k.account_holds, k.state as campaign_state, k.rate_per_second, k.quiet_hours_start,
                 k.quiet_hours_end, k.default_timezone, k.frequency_cap, k.max_attempts,
+                k.topic, coalesce((select s.subscribed from topic_subscriptions s
+                                   where s.phone_number = c.phone_number and s.topic = k.topic), true)
+                         as topic_subscribed,
                 t.id as template_id, t.updated_at as template_version, t.body, t.content_sid, t.content_variables,
                 u.consent, u.attributes, u.profile_name, u.last_inbound_at
          from claimed c

@@ -430,6 +430,8 @@ pub struct ConsentEvidence {
     pub webhook_received_at: Option<DateTime<Utc>>,
     /// The import behind it (`/v1/imports/{id}`).
     pub import_id: Option<uuid::Uuid>,
+    /// The topic it is about; `null` for consent as a whole.
+    pub topic: Option<String>,
 }
 
 /// A person's consent history, oldest first, with its evidence.
@@ -441,10 +443,89 @@ pub async fn consent_history(
     sqlx::query_as(
         "select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
                 c.webhook_event_id, w.raw_body as webhook_raw_body, w.received_at as webhook_received_at,
-                c.import_id
+                c.import_id, c.topic
          from consent_events c left join webhook_events w on w.id = c.webhook_event_id
          where c.phone_number = $1
          order by c.id",
+    )
+    .bind(phone)
+    .fetch_all(db)
+    .await
+}
+
+/// Subscribes or unsubscribes a person from a topic, under the same
+/// precedence as consent: a topic the person left themselves (a button) is
+/// rejoined only by the person. Recorded as a `consent_events` row with the
+/// topic, refused changes too.
+#[tracing::instrument(skip_all, fields(topic = topic.as_str(), subscribed, source = source.as_str()))]
+pub async fn set_topic(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+    topic: &crate::domain::Topic,
+    subscribed: bool,
+    source: ConsentSource,
+    webhook_event_id: Option<i64>,
+) -> Result<ConsentOutcome, sqlx::Error> {
+    let row: Option<(bool, Option<String>)> = sqlx::query_as(
+        "with prev as (
+             select u.phone_number, coalesce(t.subscribed, true) as subscribed, t.source
+             from users u left join topic_subscriptions t on t.phone_number = u.phone_number and t.topic = $2
+             where u.phone_number = $1
+             for update of u
+         ), refused as (
+             select * from prev
+             where not prev.subscribed and $3 and prev.source = any($6) and not ($4 = any($6))
+         ), changed as (
+             insert into topic_subscriptions (phone_number, topic, subscribed, source)
+             select phone_number, $2, $3, $4 from prev
+             where prev.subscribed <> $3 and not exists (select 1 from refused)
+             on conflict (phone_number, topic) do update
+                 set subscribed = excluded.subscribed, source = excluded.source, changed_at = now()
+             returning 1
+         )
+         insert into consent_events
+             (phone_number, from_consent, to_consent, source, webhook_event_id, detail, refused, topic)
+         select $1, case when $3 then 'opted_out' else 'opted_in' end,
+                case when $3 then 'opted_in' else 'opted_out' end, $4, $5, null, false, $2 from changed
+         union all
+         select $1, 'opted_out', 'opted_in', $4, $5,
+                'refused: the person left this topic (' || source || '); only they can rejoin', true, $2
+         from refused
+         returning refused, (select source from refused)",
+    )
+    .bind(phone)
+    .bind(topic.as_str())
+    .bind(subscribed)
+    .bind(source.as_str())
+    .bind(webhook_event_id)
+    .bind(ConsentSource::the_persons())
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => ConsentOutcome::Unchanged,
+        Some((true, by)) => ConsentOutcome::Refused(ConsentRefused {
+            by_the_person: by
+                .as_deref()
+                .and_then(ConsentSource::parse)
+                .map_or("button", ConsentSource::as_str),
+        }),
+        Some((false, _)) => ConsentOutcome::Changed {
+            from: if subscribed {
+                Consent::OptedOut
+            } else {
+                Consent::OptedIn
+            },
+        },
+    })
+}
+
+/// The topics a person left.
+pub async fn unsubscribed_topics(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select topic from topic_subscriptions where phone_number = $1 and not subscribed order by topic",
     )
     .bind(phone)
     .fetch_all(db)

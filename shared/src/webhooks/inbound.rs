@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::{VerifiedWebhook, WebhookError};
-use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region};
+use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region, Topic};
 use crate::store::users::ConsentChange;
 use crate::store::{inbound_messages, users, webhook_events};
 
@@ -195,6 +195,21 @@ pub async fn record(
         {
             consent_change = Some((from, to));
         }
+    } else if let Some((topic, subscribed)) = message
+        .button_payload
+        .as_deref()
+        .and_then(Topic::from_payload)
+    {
+        // A quick-reply button that leaves or rejoins one topic.
+        users::set_topic(
+            &mut *tx,
+            message.from.as_str(),
+            &topic,
+            subscribed,
+            ConsentSource::Button,
+            Some(event_id),
+        )
+        .await?;
     }
     tx.commit().await?;
     tracing::info!(phone = %message.from, consent_change = ?consent_change, "inbound message stored");

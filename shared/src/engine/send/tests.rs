@@ -25,6 +25,7 @@ mod decide {
         quiet: Option<(u32, u32)>,
         attributes: Value,
         now: DateTime<Utc>,
+        (topic, subscribed): (Option<&str>, bool),
     ) -> Claimed {
         let time = |h: u32| NaiveTime::from_hms_opt(h, 0, 0).unwrap();
         Claimed {
@@ -41,6 +42,8 @@ mod decide {
             default_timezone: "UTC".into(),
             frequency_cap: None,
             max_attempts: 5,
+            topic: topic.map(str::to_owned),
+            topic_subscribed: subscribed,
             template_id: Uuid::nil(),
             template_version: now,
             body: Some("Hi {{ first_name }}".into()),
@@ -74,11 +77,13 @@ mod decide {
             has_name in any::<bool>(),
             content in any::<bool>(),
             minute_of_day in 0i64..(24 * 60),
+            topic in prop::option::of(Just("promotions")),
+            subscribed in any::<bool>(),
         ) {
             let now = "2026-06-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
                 + chrono::Duration::minutes(minute_of_day);
             let attributes = if has_name { json!({"first_name": "Ada"}) } else { json!({}) };
-            let c = claimed(state, consent, inbound, quiet, attributes, now);
+            let c = claimed(state, consent, inbound, quiet, attributes, now, (topic, subscribed));
             let template = if content {
                 Template::new(Some("Hi {{ first_name }}"), Some("HX123"), Some(&json!({"1": "{{ first_name }}"})))
             } else {
@@ -93,6 +98,7 @@ mod decide {
                 ("cancelled", _) => prop_assert_eq!(name, "cancelled"),
                 ("paused", _) => prop_assert_eq!(name, "deferred_paused"),
                 (_, c) if c != Some("opted_in") => prop_assert_eq!(name, "skipped_no_consent"),
+                _ if topic.is_some() && !subscribed => prop_assert_eq!(name, "skipped_topic_unsubscribed"),
                 _ if !in_window && !content => prop_assert_eq!(name, "needs_template_outside_window"),
                 _ if quiet_now.is_some() => prop_assert_eq!(name, "deferred_quiet_hours"),
                 _ if !has_name => prop_assert_eq!(name, "skipped_render"),
@@ -112,7 +118,15 @@ mod decide {
     #[test]
     fn a_template_that_does_not_compile_skips_with_its_error() {
         let now = Utc::now();
-        let c = claimed("running", Some("opted_in"), Some(1), None, json!({}), now);
+        let c = claimed(
+            "running",
+            Some("opted_in"),
+            Some(1),
+            None,
+            json!({}),
+            now,
+            (None, true),
+        );
         let d = decide(
             &c,
             Err("body: unexpected end"),
