@@ -143,7 +143,7 @@ fn condition(c: &Condition, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
                 != *negate
         }
         Condition::Subscribed(topic, subscribed) => {
-            !u.unsubscribed_topics.iter().any(|t| t == topic) == *subscribed
+            u.unsubscribed_topics.iter().any(|t| t == topic) != *subscribed
         }
     }
 }
