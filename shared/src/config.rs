@@ -140,6 +140,50 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The rate limiter's Redis: `REDIS_URL` (`redis://` on loopback, `rediss://`
+/// with AUTH for Memorystore; a secret, since it holds the auth string),
+/// `REDIS_KEY_PREFIX` (`ese`) and `REDIS_CA_CERT`, the PEM of the server's CA
+/// that a `rediss://` connection trusts.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Secret,
+    pub key_prefix: String,
+    pub ca_cert: Option<String>,
+}
+
+impl RedisConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let url = env.secret("REDIS_URL")?;
+        let tls = url.expose().starts_with("rediss://");
+        if !tls && !url.expose().starts_with("redis://") {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "is malformed: expected redis://host:port or rediss://:auth@host:port",
+            ));
+        }
+        let ca_cert = env.raw("REDIS_CA_CERT").map(str::to_owned);
+        if let Some(pem) = &ca_cert {
+            if !tls {
+                return Err(ConfigError::new(
+                    "REDIS_CA_CERT",
+                    "is set but REDIS_URL is not rediss://",
+                ));
+            }
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::new(
+                    "REDIS_CA_CERT",
+                    "is malformed: expected PEM certificates",
+                ));
+            }
+        }
+        Ok(Self {
+            url,
+            key_prefix: env.or("REDIS_KEY_PREFIX", "ese".to_owned())?,
+            ca_cert,
+        })
+    }
+}
+
 /// `PORT`, as Cloud Run sets it.
 pub fn port(env: &Env) -> Result<u16, ConfigError> {
     env.or("PORT", 8080)

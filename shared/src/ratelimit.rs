@@ -90,6 +90,33 @@ impl Limiter {
     /// Connects to Redis; keys are written under `prefix:`.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, LimiterError> {
         let client = redis::Client::open(url).map_err(|e| LimiterError(e.to_string()))?;
+        Self::connect(client, prefix).await
+    }
+
+    /// Connects as configured: over TLS (`rediss://`) trusting the configured
+    /// CA when there is one (Memorystore's server CA), else plain.
+    pub async fn from_config(config: &crate::config::RedisConfig) -> Result<Self, LimiterError> {
+        let url = config.url.expose();
+        let client = match &config.ca_cert {
+            Some(pem) => {
+                // Two crypto providers are in the build (the Google and the
+                // HTTP crates each bring one): name the process's default.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.as_bytes().to_vec()),
+                    },
+                )
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| LimiterError(e.to_string()))?;
+        Self::connect(client, &config.key_prefix).await
+    }
+
+    async fn connect(client: redis::Client, prefix: &str) -> Result<Self, LimiterError> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))

@@ -503,3 +503,34 @@ async fn consent_evidence_inbound_messages_and_campaign_opt_outs(db: PgPool) {
         .expect(StatusCode::OK);
     assert_eq!(stats["opt_outs"], 1);
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_stop_after_an_api_opt_out_makes_the_opt_out_the_persons(db: PgPool) {
+    let api = api(db.clone());
+    create(&api, "+14155552671", json!({}), "opted_out").await;
+    // A quick-reply button whose label Twilio sends as the body: the payload
+    // is not a keyword, the label is; it counts as the person's tap.
+    let webhooks = webhooks_router(db.clone());
+    let tap = [
+        ("Body", "STOP"),
+        ("ButtonPayload", "btn-1"),
+        ("ButtonText", "STOP"),
+        ("From", "whatsapp:+14155552671"),
+        ("MessageSid", "SMtap"),
+        ("To", "whatsapp:+14155238886"),
+    ];
+    assert_eq!(
+        post_signed(&webhooks, "/webhooks/inbound", &tap).await.0,
+        StatusCode::OK
+    );
+    let ada = api.get(ADA).await.expect(StatusCode::OK);
+    assert_eq!(
+        (&ada["consent"], &ada["consent_source"]),
+        (&json!("opted_out"), &json!("button"))
+    );
+    // Now only Ada can opt back in.
+    assert_eq!(
+        api.patch(ADA, json!({"consent": "opted_in"})).await.status,
+        StatusCode::CONFLICT
+    );
+}

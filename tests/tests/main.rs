@@ -15,6 +15,7 @@ mod ingest;
 mod journey;
 mod pubsub;
 mod reconcile;
+mod redis_tls;
 mod segments;
 mod sender;
 mod soak;

@@ -30,7 +30,7 @@ pub struct UserView {
     /// `unknown`, `opted_in` or `opted_out`.
     pub consent: String,
     pub consent_changed_at: Option<DateTime<Utc>>,
-    /// What last changed the consent: `keyword`, `import`, `api` or `twilio`.
+    /// What last changed the consent: `keyword`, `button` or `twilio` (the person), `import` or `api`.
     pub consent_source: Option<String>,
     pub wa_id: Option<String>,
     pub profile_name: Option<String>,
@@ -323,7 +323,7 @@ async fn set_consent(
 /// Get a user.
 #[utoipa::path(
     get, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` and national forms work too; request logs mask every form)")),
     responses(
         (status = 200, body = UserView),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -356,7 +356,7 @@ pub struct PatchUser {
 /// Change a user's attributes (merge patch) or consent.
 #[utoipa::path(
     patch, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` and national forms work too; request logs mask every form)")),
     request_body = PatchUser,
     responses(
         (status = 200, body = UserView),
@@ -405,7 +405,7 @@ pub async fn patch(
 /// keeps only an irreversible `erased:…` token, so counts stay right.
 #[utoipa::path(
     delete, path = "/v1/users/{phone_number}", tag = "users",
-    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` works too, but request logs mask only the plain form)")),
+    params(("phone_number" = String, Path, description = "E.164 with its `+` as is: `/v1/users/+14155552671` (`%2B` and national forms work too; request logs mask every form)")),
     responses(
         (status = 204, description = "Erased"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),

@@ -155,9 +155,9 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
 
     // Redis.
     let limiter = match env.raw("REDIS_URL") {
-        Some(url) => {
+        Some(_) => {
             services.push(("Redis", "REDIS_URL".into()));
-            Limiter::redis(url, &env.or("REDIS_KEY_PREFIX", "ese".to_owned())?).await?
+            Limiter::from_config(&shared::config::RedisConfig::from_env(env)?).await?
         }
         None => {
             services.push(("Redis", "in-process rate limiter".into()));

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use chrono_tz::Tz;
-use shared::config::{self, ConfigError, DatabaseConfig, Env};
+use shared::config::{self, ConfigError, DatabaseConfig, Env, RedisConfig};
 use shared::engine::send::{SendFailure, Sender, SenderSettings};
 use shared::gcp::{PushEnvelope, SendTask};
 use shared::http::ApiError;
@@ -34,8 +34,7 @@ pub struct Config {
     pub port: u16,
     pub database: DatabaseConfig,
     pub twilio: TwilioConfig,
-    pub redis_url: String,
-    pub redis_prefix: String,
+    pub redis: RedisConfig,
     pub settings: SenderSettings,
     pub gcp_project: Option<String>,
 }
@@ -43,13 +42,6 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let defaults = SenderSettings::default();
-        let redis_url: String = env.required("REDIS_URL")?;
-        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            return Err(ConfigError::new(
-                "REDIS_URL",
-                "is malformed: expected redis://host:port",
-            ));
-        }
         let twilio = TwilioConfig::from_env(env)?;
         let settings = settings_from_env(env, defaults)?;
         // A live claim must outlast its longest path to Twilio's answer, or
@@ -67,8 +59,7 @@ impl Config {
             port: config::port(env)?,
             database: DatabaseConfig::from_env(env)?,
             twilio,
-            redis_url,
-            redis_prefix: env.or("REDIS_KEY_PREFIX", "ese".to_owned())?,
+            redis: RedisConfig::from_env(env)?,
             settings,
             gcp_project: config::gcp_project(env),
         })
@@ -120,7 +111,7 @@ pub fn settings_from_env(
 /// limiter and Twilio from `config`, on `config.port` until SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let db = shared::db::pool(&config.database)?;
-    let limiter = Limiter::redis(&config.redis_url, &config.redis_prefix).await?;
+    let limiter = Limiter::from_config(&config.redis).await?;
     let twilio = TwilioClient::new(config.twilio.clone())?;
     let state = Arc::new(Sender::new(
         db.clone(),

@@ -126,6 +126,37 @@ impl PhoneNumber {
             .unwrap_or_else(|_| self.0.trim_start_matches('+').to_owned())
     }
 
+    /// A regular expression (PostgreSQL's flavour) that finds the number as
+    /// people write it: its national digits, optionally after its country
+    /// code or a trunk `0`, with up to three separators (spaces, dashes, dots,
+    /// parentheses, `+`, or their `%XX` URL encodings) between any two
+    /// digits, and no digit right before or after. `+14155552671`,
+    /// `whatsapp:+1…`, `%2B1…`, `(415) 555-2671`, `0044 20 7946 0958` match;
+    /// a longer number that contains the digits does not.
+    pub fn written_pattern(&self) -> String {
+        let national = self.national_digits();
+        let country = self
+            .0
+            .trim_start_matches('+')
+            .strip_suffix(national.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let sep = "(?:[^0-9a-zA-Z]|%[0-9a-fA-F]{2}){0,3}";
+        let spaced = |digits: &str| {
+            digits
+                .chars()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        let prefix = if country.is_empty() {
+            "0?".to_owned()
+        } else {
+            format!("(?:(?:00)?{}{sep}|0)?", spaced(&country))
+        };
+        format!("(?:^|[^0-9]){prefix}{}(?:[^0-9]|$)", spaced(&national))
+    }
+
     /// The number with its middle hidden, for logs: `+1415*****23`.
     pub fn masked(&self) -> String {
         mask(&self.0)
@@ -383,5 +414,41 @@ mod tests {
     fn unknown_region_is_refused() {
         assert!("XX".parse::<Region>().is_err());
         assert!("us".parse::<Region>().is_ok());
+    }
+
+    #[test]
+    fn the_written_pattern_finds_the_number_in_any_form() {
+        let re = |p: &PhoneNumber| regex::Regex::new(&p.written_pattern()).unwrap();
+        let us = PhoneNumber::parse("+14155552671", None).unwrap();
+        let r = re(&us);
+        for text in [
+            "+14155552671",
+            "whatsapp:+14155552671",
+            "%2B14155552671",
+            "14155552671",
+            "4155552671",
+            "(415) 555-2671",
+            "415.555.2671",
+            "+1 415-555-2671",
+            "(415)%20555-2671",
+            "call 415 555 2671 now",
+            "The 'To' number whatsapp:+14155552671 is not valid",
+            "001 415 555 2671",
+        ] {
+            assert!(r.is_match(text), "{text}");
+        }
+        for text in ["441555526710", "24155552671", "+14155552672", "4155552"] {
+            assert!(!r.is_match(text), "{text}");
+        }
+        let uk = PhoneNumber::parse("+442079460958", None).unwrap();
+        let r = re(&uk);
+        for text in [
+            "+44 20 7946 0958",
+            "020 7946 0958",
+            "0044 20 7946 0958",
+            "442079460958",
+        ] {
+            assert!(r.is_match(text), "{text}");
+        }
     }
 }

@@ -292,7 +292,7 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
                   where campaign_id = $1 and error_code is not null group by error_code) e),
                  '{}') as by_error_code,
              (select count(distinct ce.phone_number) from consent_events ce, campaigns k
-              where k.id = $1 and ce.to_consent = 'opted_out' and not ce.refused
+              where k.id = $1 and ce.to_consent = 'opted_out' and not ce.refused and ce.topic is null
                 and ce.created_at >= coalesce(k.started_at, k.created_at)
                 and ce.created_at <= coalesce(k.completed_at, now())
                 and exists (select 1 from messages m

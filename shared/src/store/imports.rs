@@ -394,6 +394,14 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
 /// person and topic), under the same precedence as consent: a topic the
 /// person left themselves stays left. Returns how many choices were kept out.
 async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
+    // As for consent: a person's own button tap cannot slip in between.
+    sqlx::query(
+        "select 1 from users u
+         where u.phone_number in (select phone_number from pg_temp.import_rows where topics is not null)
+         for update",
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query_scalar(
         "with asked as (
              select r.phone_number, t.key as topic,

@@ -105,7 +105,10 @@ pub async fn set_consent(
          ), changed as (
              update users u set consent = $2, consent_changed_at = now(), consent_source = $3
              from prev
-             where u.phone_number = prev.phone_number and prev.consent <> $2
+             where u.phone_number = prev.phone_number
+               -- A change, or the person making their own a state someone
+               -- else set (their STOP after an import's opt-out is theirs).
+               and (prev.consent <> $2 or ($3 = any($7) and prev.consent_source is distinct from $3))
                and not exists (select 1 from refused)
              returning prev.consent as from_consent
          )
@@ -230,9 +233,9 @@ const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
 /// - messages not yet handed to a sender (`pending`, `queued`) are skipped,
 ///   with a `skipped_erased` decision;
 /// - then every free text that still mentions the number, in any format
-///   (`+1…`, `whatsapp:`, `%2B`, national, with spaces or dashes: what is
-///   compared is the text's digits against the national number's), is
-///   redacted: raw webhooks nobody matched to a message, Twilio's error texts
+///   (`+1…`, `whatsapp:`, `%2B`, national, with spaces, dashes, dots,
+///   parentheses or their URL encodings between the digits: see
+///   [`PhoneNumber::written_pattern`]), is redacted: raw webhooks nobody matched to a message, Twilio's error texts
 ///   (they quote the `To`), decision reasons, import lines and their reject
 ///   reasons, consent details, other people's inbound texts.
 ///
@@ -305,44 +308,41 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
             .execute(&mut *tx)
             .await?;
     }
-    let digits = PhoneNumber::from_trusted(phone.to_owned()).national_digits();
+    let pattern = PhoneNumber::from_trusted(phone.to_owned()).written_pattern();
     sqlx::query(ERASE_WEBHOOKS)
-        .bind(&digits)
+        .bind(&pattern)
         .bind(ANONYMOUS_WEBHOOK_PARAMS)
         .execute(&mut *tx)
         .await?;
     for sql in ERASE_SWEEP {
-        sqlx::query(*sql).bind(&digits).execute(&mut *tx).await?;
+        sqlx::query(*sql).bind(&pattern).execute(&mut *tx).await?;
     }
     Ok(true)
 }
 
-/// Whether a text's digits contain `$1` (the national number's digits).
+/// Whether a text mentions the number: `$1` is its
+/// [`written_pattern`](PhoneNumber::written_pattern).
 macro_rules! mentions {
     ($col:literal) => {
-        concat!(
-            "regexp_replace(",
-            $col,
-            ", '\\D', '', 'g') like '%' || $1 || '%'"
-        )
+        concat!($col, " ~ $1")
     };
 }
 
-/// The sweep of [`erase`] over raw webhooks: `$1` is the national number's
-/// digits, `$2` the anonymous webhook parameters.
+/// The sweep of [`erase`] over raw webhooks: `$1` is the number's written
+/// pattern, `$2` the anonymous webhook parameters.
 const ERASE_WEBHOOKS: &str = concat!(
-        "update webhook_events w set raw_body = '',
+    "update webhook_events w set raw_body = '',
              params = coalesce((select jsonb_object_agg(key, value) from jsonb_each(w.params)
                                 where key = any($2)
-                                  and regexp_replace(value::text, '\\D', '', 'g') not like '%' || $1 || '%'),
+                                  and value::text !~ $1),
                                '{}') || '{\"Erased\": \"true\"}'
          where ",
-        mentions!("raw_body"),
-        " or ",
-        mentions!("params::text")
+    mentions!("raw_body"),
+    " or ",
+    mentions!("params::text")
 );
 
-/// The rest of the sweep of [`erase`]: `$1` is the national number's digits.
+/// The rest of the sweep of [`erase`]: `$1` is the number's written pattern.
 const ERASE_SWEEP: &[&str] = &[
     concat!(
         "update import_rejects set raw_line = '[erased]', reason = '[erased]' where ",
@@ -356,7 +356,7 @@ const ERASE_SWEEP: &[&str] = &[
     ),
     concat!(
         "update decisions d set reason = coalesce((select jsonb_object_agg(key, value) from jsonb_each(d.reason)
-             where regexp_replace(value::text, '\\D', '', 'g') not like '%' || $1 || '%'), '{}')
+             where value::text !~ $1), '{}')
                 || '{\"erased\": true}'
          where ",
         mentions!("reason::text")
@@ -478,7 +478,8 @@ pub async fn set_topic(
          ), changed as (
              insert into topic_subscriptions (phone_number, topic, subscribed, source)
              select phone_number, $2, $3, $4 from prev
-             where prev.subscribed <> $3 and not exists (select 1 from refused)
+             where (prev.subscribed <> $3 or ($4 = any($6) and prev.source is distinct from $4))
+               and not exists (select 1 from refused)
              on conflict (phone_number, topic) do update
                  set subscribed = excluded.subscribed, source = excluded.source, changed_at = now()
              returning 1

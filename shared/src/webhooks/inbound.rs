@@ -94,14 +94,17 @@ impl InboundMessage {
         Ok((message, notes))
     }
 
-    /// The text a consent keyword is read from, and whether it came from the
-    /// person's typing or their tap on a quick-reply button (its payload).
-    fn keyword_text(&self) -> (&str, ConsentSource) {
-        if self.body.trim().is_empty() {
-            let payload = self.button_payload.as_deref().unwrap_or_default();
-            (payload, ConsentSource::Button)
-        } else {
-            (&self.body, ConsentSource::Keyword)
+    /// The consent a keyword asks for, the text it was read from, and whether
+    /// the person typed it or tapped a quick-reply button (whose payload is
+    /// read first, then its label, which Twilio sends as the body).
+    fn keyword(&self, keywords: &ConsentKeywords) -> Option<(Consent, &str, ConsentSource)> {
+        match self.button_payload.as_deref() {
+            Some(payload) => [payload, self.body.as_str()]
+                .into_iter()
+                .find_map(|t| keywords.classify(t).map(|c| (c, t, ConsentSource::Button))),
+            None => keywords
+                .classify(&self.body)
+                .map(|c| (c, self.body.as_str(), ConsentSource::Keyword)),
         }
     }
 }
@@ -179,9 +182,9 @@ pub async fn record(
     )
     .await?;
     let mut consent_change = None;
-    let (text, source) = message.keyword_text();
-    let keyword = keywords.classify(text);
-    if let Some(to) = keyword {
+    let asked = message.keyword(keywords);
+    let keyword = asked.map(|(to, _, _)| to);
+    if let Some((to, text, source)) = asked {
         let change = ConsentChange {
             to,
             source,
