@@ -26,6 +26,16 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
+
+    /// One JSON line like every other log, so Cloud Logging reads it.
+    pub fn log_line(&self) -> String {
+        serde_json::json!({
+            "severity": "CRITICAL",
+            "message": format!("configuration: {self}"),
+            "variable": self.var,
+        })
+        .to_string()
+    }
 }
 
 /// A snapshot of the environment, so that tests build configs without
@@ -114,7 +124,7 @@ pub fn load_or_exit<T>(build: impl FnOnce(&Env) -> Result<T, ConfigError>) -> T 
     match build(&Env::from_process()) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", e.log_line());
             std::process::exit(2);
         }
     }
@@ -193,6 +203,9 @@ pub fn port(env: &Env) -> Result<u16, ConfigError> {
 pub struct DatabaseConfig {
     pub url: Secret,
     pub max_connections: u32,
+    /// `DATABASE_STATEMENT_TIMEOUT_MS` (30,000; 0 for none): no statement holds
+    /// a connection longer. Imports turn it off on their own session.
+    pub statement_timeout_ms: u64,
 }
 
 impl DatabaseConfig {
@@ -207,6 +220,7 @@ impl DatabaseConfig {
         Ok(Self {
             url,
             max_connections: env.or("DATABASE_MAX_CONNECTIONS", 10)?,
+            statement_timeout_ms: env.or("DATABASE_STATEMENT_TIMEOUT_MS", 30_000)?,
         })
     }
 }

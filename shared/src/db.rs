@@ -13,10 +13,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// A pool that connects lazily, so a function starts (and answers 503) while
 /// the database is away, and fails a request fast rather than hanging.
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    let options: sqlx::postgres::PgConnectOptions = config.url.expose().parse()?;
+    Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy(config.url.expose())
+        .connect_lazy_with(
+            options.options([("statement_timeout", config.statement_timeout_ms.to_string())]),
+        ))
 }
 
 /// Applies pending migrations (the migration job and the local stack do this;

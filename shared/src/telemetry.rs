@@ -16,6 +16,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// The span field that carries the Cloud Trace name (`projects/P/traces/T`).
 pub const TRACE_FIELD: &str = "trace";
 const TRACE_KEY: &str = "logging.googleapis.com/trace";
+const SPAN_FIELD: &str = "span_id";
+const SPAN_KEY: &str = "logging.googleapis.com/spanId";
 
 /// Installs the JSON logger; the level comes from `RUST_LOG` (default `info`).
 /// A second call is a no-op, so tests and the local stack may call it freely.
@@ -38,6 +40,45 @@ pub fn init_with_default(level: &str) {
                 .event_format(CloudLogging),
         )
         .try_init();
+}
+
+/// The trace and span of a request, from W3C `traceparent`
+/// (`00-TRACE_ID-SPAN_ID-FLAGS`) or else Google's `X-Cloud-Trace-Context`
+/// (`TRACE_ID/SPAN_ID;o=1`): the trace as Cloud Logging names it, and the
+/// span id (hex, as Cloud Logging's `spanId` takes it).
+pub fn trace_context(
+    project: Option<&str>,
+    traceparent: Option<&str>,
+    cloud: Option<&str>,
+) -> Option<(String, Option<String>)> {
+    let w3c = traceparent.and_then(|h| {
+        let parts: Vec<&str> = h.trim().split('-').collect();
+        let hex = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_hexdigit());
+        match parts.as_slice() {
+            [version, trace, span, flags]
+                if hex(version, 2)
+                    && hex(trace, 32)
+                    && hex(span, 16)
+                    && hex(flags, 2)
+                    && *trace != "00000000000000000000000000000000" =>
+            {
+                Some((trace.to_string(), Some(span.to_string())))
+            }
+            _ => None,
+        }
+    });
+    let (trace_id, span) = w3c.or_else(|| {
+        let h = cloud?;
+        let trace = h.split(['/', ';']).next()?.trim().to_owned();
+        // Google's span id is decimal; Cloud Logging wants 16 hex digits.
+        let span = h
+            .split_once('/')
+            .and_then(|(_, rest)| rest.split(';').next())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|n| format!("{n:016x}"));
+        Some((trace, span))
+    })?;
+    Some((trace_name(project, &trace_id)?, span))
 }
 
 /// The Cloud Trace name for an `X-Cloud-Trace-Context` header (`TRACE_ID/SPAN_ID;o=1`).
@@ -88,6 +129,8 @@ where
                     for (k, v) in map {
                         let key = if k == TRACE_FIELD {
                             TRACE_KEY.to_owned()
+                        } else if k == SPAN_FIELD {
+                            SPAN_KEY.to_owned()
                         } else {
                             k
                         };
@@ -260,6 +303,34 @@ mod tests {
             mask_phone_numbers("/v1/users/%2B14155552671"),
             "/v1/users/%2B1415*****71"
         );
+    }
+
+    #[test]
+    fn traceparent_and_the_cloud_header_both_correlate() {
+        let w3c = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_context(
+                Some("p"),
+                Some(w3c),
+                Some("105445aa7843bc8bf206b12000100000/1;o=1")
+            ),
+            Some((
+                "projects/p/traces/4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+                Some("00f067aa0ba902b7".to_owned())
+            ))
+        );
+        assert_eq!(
+            trace_context(
+                Some("p"),
+                Some("garbage"),
+                Some("105445aa7843bc8bf206b12000100000/255;o=1")
+            ),
+            Some((
+                "projects/p/traces/105445aa7843bc8bf206b12000100000".to_owned(),
+                Some("00000000000000ff".to_owned())
+            ))
+        );
+        assert_eq!(trace_context(None, None, None), None);
     }
 
     #[test]

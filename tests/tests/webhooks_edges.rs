@@ -161,3 +161,67 @@ async fn health_and_readiness(db: PgPool) {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_panicking_handler_answers_500_and_the_process_serves_on(db: PgPool) {
+    let router = axum::Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            if true {
+                panic!("a bug");
+            }
+            "unreachable"
+        }),
+    );
+    let app = shared::http::server::with_standard_routes(router, db, None);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let (code, body) = send(&app, get("/boom")).await;
+    assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("\"internal\""), "{body}");
+    assert_eq!(send(&app, get("/healthz")).await.0, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn every_pool_has_a_statement_timeout(
+    _pool: PgPoolOptions,
+    options: sqlx::postgres::PgConnectOptions,
+) {
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    );
+    let config = shared::config::DatabaseConfig::from_env(&shared::config::Env::from_pairs([
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_STATEMENT_TIMEOUT_MS", "200"),
+    ]))
+    .unwrap();
+    let pool = shared::db::pool(&config).unwrap();
+    let err = sqlx::query("select pg_sleep(5)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    // The default holds every function's pool to 30 s.
+    let default = shared::config::DatabaseConfig::from_env(&shared::config::Env::from_pairs([(
+        "DATABASE_URL",
+        url.as_str(),
+    )]))
+    .unwrap();
+    let shown: String = sqlx::query_scalar("show statement_timeout")
+        .fetch_one(&shared::db::pool(&default).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(shown, "30s");
+}
+
+#[test]
+fn a_start_up_error_is_one_json_line() {
+    let e = shared::config::ConfigError::new("REDIS_URL", "is missing");
+    let line: serde_json::Value = serde_json::from_str(&e.log_line()).unwrap();
+    assert_eq!(line["severity"], "CRITICAL");
+    assert_eq!(line["variable"], "REDIS_URL");
+    assert!(line["message"].as_str().unwrap().contains("REDIS_URL"));
+}

@@ -73,7 +73,12 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             port: config::port(env)?,
-            database: DatabaseConfig::from_env(env)?,
+            database: DatabaseConfig {
+                // A tick's set-based statements grow with a campaign: a
+                // million-recipient cancel sweep is one statement.
+                statement_timeout_ms: env.or("DATABASE_STATEMENT_TIMEOUT_MS", 300_000)?,
+                ..DatabaseConfig::from_env(env)?
+            },
             pubsub: PubSubConfig::from_env(env)?,
             settings: settings_from_env(env)?,
             twilio: TwilioConfig::from_env(env)?,

@@ -1,18 +1,45 @@
+use clap::{Parser, Subcommand};
 use shared::config::Env;
 
 /// Errors from anywhere, warnings from the project's crates only.
 const DEMO_LOG: &str = "error,shared=warn,local=warn,api=warn,inbound=warn,status=warn,sender=warn,fanout=warn,ingest=warn";
 
+/// Every Event Stream Engine function in one process, on embedded defaults
+/// (a private PostgreSQL cluster, an in-process Pub/Sub and rate limiter, a
+/// simulated Twilio) unless the environment names the real services.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every function on one port (LOCAL_PORT, default 8080) until Ctrl-C.
+    Serve,
+    /// Run the whole story: import a generated CSV, create a segment, a template
+    /// and a campaign through the API, launch, wait for delivery, print a summary.
+    /// Exits 0 only when every recipient is accounted for.
+    Demo {
+        /// Users in the generated file.
+        #[arg(long, default_value_t = 5000)]
+        users: usize,
+        /// Seconds to wait for every recipient to be accounted for.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let command = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "serve".to_owned());
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
     // The demo keeps the terminal for its story: only the project's own warnings
     // are logged (RUST_LOG asks for more, libraries included).
-    shared::telemetry::init_with_default(if command == "demo" { DEMO_LOG } else { "info" });
-    match command.as_str() {
-        "serve" => {
+    let demo = matches!(command, Command::Demo { .. });
+    shared::telemetry::init_with_default(if demo { DEMO_LOG } else { "info" });
+    match command {
+        Command::Serve => {
             let running = local::stack::start(&Env::from_process()).await?;
             for (service, what) in &running.services {
                 eprintln!("{service:>16}: {what}");
@@ -21,8 +48,11 @@ async fn main() -> anyhow::Result<()> {
             running.wait().await;
             Ok(())
         }
-        "demo" => {
-            let options = demo_options(std::env::args().skip(2))?;
+        Command::Demo { users, timeout } => {
+            let options = local::demo::DemoOptions {
+                users,
+                timeout: std::time::Duration::from_secs(timeout),
+            };
             let running = local::stack::start(&Env::from_process()).await?;
             let outcome = local::demo::run(&running, &options).await;
             running.stop().await;
@@ -31,39 +61,5 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        other => anyhow::bail!("unknown command {other:?}: expected serve or demo"),
     }
-}
-
-/// `--users N` (default 5000) and `--timeout SECONDS` (default 300).
-fn demo_options(
-    mut args: impl Iterator<Item = String>,
-) -> anyhow::Result<local::demo::DemoOptions> {
-    let mut options = local::demo::DemoOptions {
-        users: 5000,
-        timeout: std::time::Duration::from_secs(300),
-    };
-    while let Some(arg) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--users" => {
-                options.users = value
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("--users takes a number, got {value:?}"))?
-            }
-            "--timeout" => {
-                options.timeout = std::time::Duration::from_secs(
-                    value
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("--timeout takes seconds, got {value:?}"))?,
-                )
-            }
-            other => {
-                anyhow::bail!("unknown option {other:?}: expected --users N or --timeout SECONDS")
-            }
-        }
-    }
-    Ok(options)
 }

@@ -119,6 +119,7 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
                 DatabaseConfig {
                     url: Secret::new(url),
                     max_connections: 20,
+                    statement_timeout_ms: env.or("DATABASE_STATEMENT_TIMEOUT_MS", 30_000)?,
                 },
                 Some(pg),
             )

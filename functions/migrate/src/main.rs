@@ -5,7 +5,11 @@ use shared::config::{DatabaseConfig, load_or_exit};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
-    let config = load_or_exit(DatabaseConfig::from_env);
+    let config = DatabaseConfig {
+        // A migration runs as long as its table is big.
+        statement_timeout_ms: 0,
+        ..load_or_exit(DatabaseConfig::from_env)
+    };
     let db = shared::db::pool(&config)?;
     shared::db::migrate(&db).await?;
     let applied = shared::db::MIGRATOR.iter().count();

@@ -6,30 +6,45 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use sqlx::PgPool;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::telemetry;
 
-/// Adds `/healthz` (process up), `/readyz` (database reachable) and the
-/// request span carrying the Cloud Trace id.
+/// How long one request may take before it is answered 408 (Cloud Run's own
+/// limit is longer; this one keeps a stuck request from holding a connection).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Adds `/healthz` (process up), `/readyz` (database reachable), a request
+/// timeout, a panic catcher (a panicking handler answers 500 and is logged,
+/// the process serves on) and the request span carrying the trace.
 pub fn with_standard_routes(router: Router, db: PgPool, gcp_project: Option<String>) -> Router {
     router
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready).with_state(db))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<_>| {
-                    let trace = req
-                        .headers()
-                        .get("x-cloud-trace-context")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|h| telemetry::trace_name(gcp_project.as_deref(), h));
+                    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                    let (trace, span_id) = telemetry::trace_context(
+                        gcp_project.as_deref(),
+                        header("traceparent"),
+                        header("x-cloud-trace-context"),
+                    )
+                    .unzip();
                     tracing::info_span!(
                         "request",
                         method = %req.method(),
                         path = telemetry::mask_path(req.uri().path()),
                         trace = trace,
+                        span_id = span_id.flatten(),
                         message_sid = tracing::field::Empty,
                     )
                 })
@@ -77,4 +92,19 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// A handler panicked: 500 with the API's error body, the panic logged.
+fn panicked(cause: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = detail, "handler panicked");
+    let body = serde_json::json!({"error": {"code": "internal", "message": "internal error"}});
+    axum::response::IntoResponse::into_response((
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(body),
+    ))
 }

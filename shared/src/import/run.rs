@@ -121,6 +121,11 @@ impl Importer {
         // A session of its own, closed (not returned to the pool) when the
         // import ends: the lock and the staging table go with it.
         let mut conn = PoolConnection::<Postgres>::detach(self.db.acquire().await?);
+        // A file's COPY and merge run as long as the file is big: no request
+        // statement timeout on this session.
+        sqlx::query("set statement_timeout = 0")
+            .execute(&mut conn)
+            .await?;
         if !imports::try_lock(&mut conn, import.id).await? {
             let _ = conn.close().await;
             return Ok(Claim::Busy(import.id));
