@@ -310,11 +310,13 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
     sqlx::query("set local work_mem = '256MB'")
         .execute(&mut *conn)
         .await?;
-    // Lock the users whose consent the file sets, so that the consent read
-    // below is the one replaced (an inbound STOP cannot slip in between).
+    // Lock the users whose consent or topics the file sets, so that what is
+    // read below is what is replaced (an inbound STOP or button tap cannot
+    // slip in between); the topic merge runs in the same transaction.
     sqlx::query(
         "select 1 from users u
-         where u.phone_number in (select phone_number from pg_temp.import_rows where consent is not null)
+         where u.phone_number in (select phone_number from pg_temp.import_rows
+                                  where consent is not null or topics is not null)
          for update",
     )
     .execute(&mut *conn)
@@ -393,15 +395,8 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
 /// Applies the staged `topic.<name>` choices (the last one of the file per
 /// person and topic), under the same precedence as consent: a topic the
 /// person left themselves stays left. Returns how many choices were kept out.
+/// Runs after [`merge_staged`] in its transaction, under its lock.
 async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
-    // As for consent: a person's own button tap cannot slip in between.
-    sqlx::query(
-        "select 1 from users u
-         where u.phone_number in (select phone_number from pg_temp.import_rows where topics is not null)
-         for update",
-    )
-    .execute(&mut *conn)
-    .await?;
     sqlx::query_scalar(
         "with asked as (
              select r.phone_number, t.key as topic,
