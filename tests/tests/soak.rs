@@ -270,7 +270,14 @@ async fn two_thousand_messages_through_faults_kills_and_duplicates() {
             .fetch_one(&db)
             .await
             .unwrap();
-        if state == "completed" {
+        // Settled: the campaign is complete and every send Twilio accepted
+        // without naming its SID has had it found by reconciliation.
+        let sid_unknown = count(
+            &db,
+            "select count(*) from messages where sent_at is not null and twilio_sid is null and reconcile_at is not null",
+        )
+        .await;
+        if state == "completed" && sid_unknown == 0 {
             break Some(started.elapsed());
         }
         if started.elapsed() > SETTLE_LIMIT {
