@@ -253,10 +253,7 @@ fn looks_like_a_phone_number(segment: &str) -> bool {
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
     let decoded = decoded.replace('+', " ");
-    let body = decoded
-        .trim()
-        .strip_prefix("whatsapp:")
-        .unwrap_or(decoded.trim());
+    let body = crate::domain::phone::without_whatsapp_prefix(&decoded);
     let digits = body.chars().filter(char::is_ascii_digit).count();
     (7..=15).contains(&digits)
         && body

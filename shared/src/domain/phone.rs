@@ -50,17 +50,21 @@ pub enum PhoneError {
 
 const WHATSAPP_PREFIX: &str = "whatsapp:";
 
+/// The input, trimmed, without a `whatsapp:` prefix (any case).
+pub fn without_whatsapp_prefix(input: &str) -> &str {
+    let trimmed = input.trim();
+    trimmed
+        .get(..WHATSAPP_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(WHATSAPP_PREFIX))
+        .map_or(trimmed, |_| &trimmed[WHATSAPP_PREFIX.len()..])
+}
+
 impl PhoneNumber {
     /// Parses a number as Twilio, an analyst's file or an operator writes it:
     /// E.164 with or without the `whatsapp:` prefix, or a national number read
     /// with `default_region`.
     pub fn parse(input: &str, default_region: Option<Region>) -> Result<Self, PhoneError> {
-        let trimmed = input.trim();
-        let raw = trimmed
-            .get(..WHATSAPP_PREFIX.len())
-            .filter(|p| p.eq_ignore_ascii_case(WHATSAPP_PREFIX))
-            .map_or(trimmed, |_| &trimmed[WHATSAPP_PREFIX.len()..])
-            .trim();
+        let raw = without_whatsapp_prefix(input).trim();
         if raw.is_empty() {
             return Err(PhoneError::Empty);
         }
@@ -91,11 +95,7 @@ impl PhoneNumber {
     /// for a sender Twilio already routed to us whose number the bundled
     /// metadata does not know (a new range): its STOP must still count.
     pub fn parse_shape(input: &str) -> Option<Self> {
-        let trimmed = input.trim();
-        let raw = trimmed
-            .get(..WHATSAPP_PREFIX.len())
-            .filter(|p| p.eq_ignore_ascii_case(WHATSAPP_PREFIX))
-            .map_or(trimmed, |_| &trimmed[WHATSAPP_PREFIX.len()..]);
+        let raw = without_whatsapp_prefix(input);
         let digits = raw.strip_prefix('+')?;
         let shaped = (7..=15).contains(&digits.len())
             && digits.bytes().all(|b| b.is_ascii_digit())
