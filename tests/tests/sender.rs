@@ -482,9 +482,9 @@ async fn the_rate_limit_holds_across_two_sender_instances(db: PgPool) {
     };
     let mut instances = vec![];
     for _ in 0..2 {
-        let limiter = Limiter::redis("redis://127.0.0.1:6379/", &prefix)
+        let limiter = Limiter::redis(&e2e::redis_url(), &prefix)
             .await
-            .expect("the machine's Redis");
+            .expect("the test Redis (REDIS_URL)");
         instances.push(::sender::router(sender(
             &db,
             &twilio.uri(),

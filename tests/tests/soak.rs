@@ -180,7 +180,7 @@ async fn two_thousand_messages_through_faults_kills_and_duplicates() {
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", url.to_string()),
         ("DATABASE_MAX_CONNECTIONS", "8".into()),
-        ("REDIS_URL", "redis://127.0.0.1:6379/".into()),
+        ("REDIS_URL", e2e::redis_url()),
         ("REDIS_KEY_PREFIX", format!("soak-{}", Uuid::new_v4())),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID.into()),
         ("TWILIO_AUTH_TOKEN", e2e::AUTH_TOKEN.into()),

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -303,16 +302,28 @@ async fn open_count(db: &PgPool, campaign: &str) -> anyhow::Result<(i64, i64)> {
 
 async fn watch(api: &Api, db: &PgPool, campaign: &str, timeout: Duration) -> anyhow::Result<bool> {
     use std::io::IsTerminal;
-    // On a terminal the counts update in place; elsewhere (CI) a line every few seconds.
-    let live = std::io::stdout().is_terminal();
+    // On a terminal, a progress bar of the recipients accounted for, the
+    // counts beside it; elsewhere (CI, a pipe) a plain line every few seconds.
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "   {spinner} {elapsed:>4} [{bar:30}] {pos}/{len} accounted for\n   {msg}",
+            )
+            .expect("a valid progress template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
     let mut last_line = Instant::now() - Duration::from_secs(60);
     let deadline = Instant::now() + timeout;
     loop {
         let stats = api.get(&format!("/v1/campaigns/{campaign}/stats")).await?;
         let s = |k: &str| stats["by_status"][k].as_i64().unwrap_or(0);
         let (total, open) = open_count(db, campaign).await?;
-        let line = format!(
-            "   recipients {total:>5} │ queued {:>5} │ sent {:>5} │ delivered {:>5} │ read {:>5} │ failed {:>4} │ skipped {:>4} │ waiting {:>5} ",
+        let counts = format!(
+            "queued {:>5} │ sent {:>5} │ delivered {:>5} │ read {:>5} │ failed {:>4} │ skipped {:>4} │ waiting {:>5}",
             s("queued") + s("sending"),
             s("sent"),
             s("delivered"),
@@ -322,18 +333,28 @@ async fn watch(api: &Api, db: &PgPool, campaign: &str, timeout: Duration) -> any
             open,
         );
         let done = total > 0 && open == 0;
-        if live {
-            print!("\r{line}");
-            let _ = std::io::stdout().flush();
-        } else if done || last_line.elapsed() >= Duration::from_secs(3) {
-            println!("{line}");
-            last_line = Instant::now();
+        match &bar {
+            Some(bar) => {
+                bar.set_length(u64::try_from(total).unwrap_or(0));
+                bar.set_position(u64::try_from(total - open).unwrap_or(0));
+                bar.set_message(counts);
+            }
+            None if done || last_line.elapsed() >= Duration::from_secs(3) => {
+                println!("   recipients {total:>5} │ {counts}");
+                last_line = Instant::now();
+            }
+            None => {}
         }
         if done {
+            if let Some(bar) = &bar {
+                bar.finish();
+            }
             return Ok(true);
         }
         if Instant::now() > deadline {
-            println!();
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
             eprintln!(
                 "{open} of {total} recipients are not accounted for after {} s",
                 timeout.as_secs()

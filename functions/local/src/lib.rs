@@ -5,5 +5,7 @@ pub mod demo;
 pub mod inbox;
 pub mod postgres;
 pub mod queue;
+pub mod redis_server;
+pub mod services;
 pub mod stack;
 pub mod twilio_sim;

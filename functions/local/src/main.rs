@@ -29,6 +29,24 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// A private PostgreSQL cluster and Redis on free ports for the test
+    /// command (`scripts/test`), so tests never touch the machine's own.
+    Services {
+        #[command(subcommand)]
+        action: ServicesAction,
+        /// Where the servers keep their data, pid files and logs.
+        #[arg(long, global = true, default_value = ".local/test-services")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesAction {
+    /// Start both and write `export DATABASE_URL=…` and `export REDIS_URL=…`
+    /// to `<dir>/env`, for a shell to source.
+    Up,
+    /// Stop both (the cluster's data stays for the next run).
+    Down,
 }
 
 #[tokio::main]
@@ -36,9 +54,20 @@ async fn main() -> anyhow::Result<()> {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // The demo keeps the terminal for its story: only the project's own warnings
     // are logged (RUST_LOG asks for more, libraries included).
-    let demo = matches!(command, Command::Demo { .. });
+    let demo = matches!(command, Command::Demo { .. } | Command::Services { .. });
     shared::telemetry::init_with_default(if demo { DEMO_LOG } else { "info" });
     match command {
+        Command::Services { action, dir } => {
+            match action {
+                ServicesAction::Up => {
+                    let env_file = dir.join("env");
+                    std::fs::write(&env_file, local::services::up(&dir).await?)?;
+                    eprintln!("private PostgreSQL and Redis up: source {}", env_file.display());
+                }
+                ServicesAction::Down => local::services::down(&dir),
+            }
+            Ok(())
+        }
         Command::Serve => {
             let running = local::stack::start(&Env::from_process()).await?;
             for (service, what) in &running.services {

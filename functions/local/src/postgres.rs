@@ -91,6 +91,9 @@ fn is_root() -> bool {
 
 impl EmbeddedPostgres {
     pub fn new(data: PathBuf, port: u16) -> anyhow::Result<Self> {
+        // The server runs in its own folder: a relative path would miss.
+        let data = std::path::absolute(&data)
+            .with_context(|| format!("resolving {}", data.display()))?;
         let run_as = if is_root() {
             let exists = Command::new("id")
                 .arg("postgres")
@@ -211,6 +214,14 @@ impl EmbeddedPostgres {
         .with_context(|| format!("starting PostgreSQL (log: {log})"))?;
         tracing::info!(port = self.port, "private PostgreSQL started");
         Ok(())
+    }
+
+    /// Stops the cluster when it runs; quiet when it does not.
+    pub fn stop_if_running(&self) {
+        let pgdata = self.data.join("pgdata").to_string_lossy().into_owned();
+        if self.run("pg_ctl", &["-D", &pgdata, "status"]).is_ok() {
+            self.stop();
+        }
     }
 
     pub fn stop(&self) {
