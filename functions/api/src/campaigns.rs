@@ -165,12 +165,15 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCampaign {
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub segment_id: Uuid,
     pub template_id: Uuid,
     /// When sending may start; launch sets it to the launch time when empty.
     pub starts_at: Option<DateTime<Utc>>,
     /// 1 to 1000, default 10.
+    #[schema(minimum = 1, maximum = 1000)]
     pub rate_per_second: Option<i32>,
     /// `HH:MM` local to the recipient; needs `quiet_hours_end`.
     #[schema(example = "22:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
@@ -180,8 +183,11 @@ pub struct CreateCampaign {
     /// IANA zone for recipients without a `timezone` attribute; default `UTC`.
     #[schema(example = "Europe/Paris")]
     pub default_timezone: Option<String>,
+    /// At most this many messages to one person in any 24 hours, across campaigns.
+    #[schema(minimum = 1)]
     pub frequency_cap: Option<i32>,
     /// 1 to 20, default 5.
+    #[schema(minimum = 1, maximum = 20)]
     pub max_attempts: Option<i32>,
     /// What the campaign is about (`promotions`): people who left the topic are skipped.
     #[schema(example = "promotions", pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -244,6 +250,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchCampaign {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     pub segment_id: Option<Uuid>,
     pub template_id: Option<Uuid>,
@@ -251,18 +258,20 @@ pub struct PatchCampaign {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub starts_at: Option<Option<DateTime<Utc>>>,
+    #[schema(minimum = 1, maximum = 1000)]
     pub rate_per_second: Option<i32>,
     /// `null` (with `quiet_hours_end`) removes quiet hours.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub quiet_hours_start: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub quiet_hours_end: Option<Option<String>>,
     pub default_timezone: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i32>)]
+    #[schema(value_type = Option<i32>, minimum = 1)]
     pub frequency_cap: Option<Option<i32>>,
+    #[schema(minimum = 1, maximum = 20)]
     pub max_attempts: Option<i32>,
     /// `null` removes the topic.
     #[serde(default, deserialize_with = "nullable")]

@@ -54,12 +54,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Reads a JSON document into `T`, with errors that name the field.
+///
+/// JSON Schema counts `3.0` as an integer, so where `T` wants an integer and
+/// the body has an integral number written with a fraction or an exponent,
+/// the body is read again with such numbers as integers.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-    de.end()
-        .map_err(|e| ApiError::bad_request("body", format!("body is not valid JSON: {e}")))?;
-    Ok(value)
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().map_err(|e| {
+                ApiError::bad_request("body", format!("body is not valid JSON: {e}"))
+            })?;
+            Ok(value)
+        }
+        Err(e)
+            if e.inner()
+                .to_string()
+                .starts_with("invalid type: floating point") =>
+        {
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                let message = strip_position(&e.to_string());
+                ApiError::bad_request("body", format!("body is not valid JSON: {message}"))
+            })?;
+            integral_numbers_as_integers(&mut value);
+            serde_path_to_error::deserialize(value).map_err(json_error)
+        }
+        Err(e) => Err(json_error(e)),
+    }
+}
+
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let integer = f as i64;
+                *value = Value::from(integer);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -170,6 +210,21 @@ mod tests {
 
     fn err(body: &str) -> ApiError {
         parse_json::<Outer>(body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn integral_numbers_with_a_fraction_are_integers_as_json_schema_says() {
+        let parsed = parse_json::<Outer>(br#"{"name": "a", "inner": {"rate": 3.0}}"#).unwrap();
+        assert_eq!(parsed.inner.map(|i| i.rate), Some(3));
+        let parsed = parse_json::<Outer>(br#"{"name": "a", "inner": {"rate": 1e2}}"#).unwrap();
+        assert_eq!(parsed.inner.map(|i| i.rate), Some(100));
+        let e = err(r#"{"name": "a", "inner": {"rate": 3.5}}"#);
+        assert_eq!(
+            (e.status, e.field.as_deref()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("inner.rate"))
+        );
+        let e = err(r#"{"name": "a", "inner": {"rate": 3.0}"#);
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

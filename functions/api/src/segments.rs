@@ -80,6 +80,8 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSegment {
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     pub description: Option<String>,
     /// The segment DSL, e.g. `{"all": [{"attribute": "plan", "eq": "pro"}]}`.
@@ -139,6 +141,7 @@ async fn find(state: &AppState, id: Uuid) -> Result<SegmentRecord, ApiError> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchSegment {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]

@@ -98,6 +98,8 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    /// 1 to 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// Text with `{{ variable }}` (or `{variable}`) placeholders; needed inside the 24-hour window.
     #[schema(example = "Hi {first_name}, your order shipped")]
@@ -169,6 +171,7 @@ pub async fn get(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTemplate {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
     /// `null` clears it (a template keeps a body or a content_sid).
     #[serde(default, deserialize_with = "nullable")]

@@ -62,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
                 ServicesAction::Up => {
                     let env_file = dir.join("env");
                     std::fs::write(&env_file, local::services::up(&dir).await?)?;
-                    eprintln!("private PostgreSQL and Redis up: source {}", env_file.display());
+                    eprintln!(
+                        "private PostgreSQL and Redis up: source {}",
+                        env_file.display()
+                    );
                 }
                 ServicesAction::Down => local::services::down(&dir),
             }

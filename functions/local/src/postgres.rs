@@ -92,8 +92,8 @@ fn is_root() -> bool {
 impl EmbeddedPostgres {
     pub fn new(data: PathBuf, port: u16) -> anyhow::Result<Self> {
         // The server runs in its own folder: a relative path would miss.
-        let data = std::path::absolute(&data)
-            .with_context(|| format!("resolving {}", data.display()))?;
+        let data =
+            std::path::absolute(&data).with_context(|| format!("resolving {}", data.display()))?;
         let run_as = if is_root() {
             let exists = Command::new("id")
                 .arg("postgres")
