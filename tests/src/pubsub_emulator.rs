@@ -20,9 +20,15 @@ use anyhow::{Context, bail};
 use shared::gcp::PubSubPublisher;
 use tokio::sync::OnceCell;
 
-/// Where the `google-cloud-cli-pubsub-emulator` package installs the emulator.
+/// Where the `google-cloud-cli-pubsub-emulator` package installs the emulator
+/// (`PUBSUB_EMULATOR_BIN` names another place, as scripts/test does).
 pub const EMULATOR_BIN: &str =
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
+/// The emulator's start script: `PUBSUB_EMULATOR_BIN`, else [`EMULATOR_BIN`].
+pub fn emulator_bin() -> PathBuf {
+    std::env::var_os("PUBSUB_EMULATOR_BIN").map_or_else(|| PathBuf::from(EMULATOR_BIN), PathBuf::from)
+}
+
 /// The project the tests publish in; the emulator accepts any name.
 pub const PROJECT: &str = "ese-test";
 /// Java starts in about a second on an idle machine; allow for a busy one.
@@ -63,9 +69,11 @@ pub struct PubSubEmulator {
 impl PubSubEmulator {
     /// Starts a private emulator on a free port and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
-        if !Path::new(EMULATOR_BIN).exists() {
+        let bin = emulator_bin();
+        if !bin.exists() {
             bail!(
-                "{EMULATOR_BIN} is missing: install the google-cloud-cli-pubsub-emulator package"
+                "{} is missing: install the google-cloud-cli-pubsub-emulator package or set PUBSUB_EMULATOR_BIN",
+                bin.display()
             );
         }
         let port = free_port()?;
@@ -84,14 +92,14 @@ impl PubSubEmulator {
             ))
             .arg("pubsub-emulator")
             .arg(&log)
-            .arg(EMULATOR_BIN)
+            .arg(&bin)
             .arg("--host=127.0.0.1")
             .arg(format!("--port={port}"))
             .stdin(Stdio::piped())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("spawn {EMULATOR_BIN}"))?;
+            .with_context(|| format!("spawn {}", bin.display()))?;
         let lifeline = watchdog.stdin.take();
         let mut emulator = Self {
             endpoint: format!("http://127.0.0.1:{port}"),
