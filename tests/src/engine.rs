@@ -11,7 +11,7 @@ use axum::http::Request;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use shared::config::Env;
-use shared::engine::send::{Sender, SenderSettings};
+use shared::engine::send::{SendEngine, SenderSettings};
 use shared::gcp::{PublishError, PushEnvelope, SendTask, TaskPublisher};
 use shared::ratelimit::Limiter;
 use shared::twilio::{TwilioClient, TwilioConfig};
@@ -146,10 +146,10 @@ pub fn sender(
     api_base: &str,
     limiter: Limiter,
     settings: SenderSettings,
-) -> Arc<Sender> {
+) -> Arc<SendEngine> {
     let twilio =
         TwilioClient::new(twilio_config(api_base, Duration::from_millis(500))).expect("client");
-    Arc::new(Sender::new(db.clone(), twilio, limiter, settings))
+    Arc::new(SendEngine::new(db.clone(), twilio, limiter, settings))
 }
 
 /// A push of one send task, as Pub/Sub delivers it.

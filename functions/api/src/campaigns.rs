@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::db::{Known, OrDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::ErrorBody;
-use crate::segments::{check_name, nullable};
+use crate::openapi::{ErrorBody, StateValue};
+use crate::extract::{check_name, nullable};
 
 const REFERENCES: &[Known] = &[
     Known::invalid(
@@ -128,19 +128,6 @@ pub struct CampaignFilter {
     /// Only campaigns in this state.
     #[param(value_type = Option<StateValue>)]
     pub state: Option<CampaignState>,
-}
-
-/// The states a campaign can be in.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum StateValue {
-    Draft,
-    Scheduled,
-    Running,
-    Paused,
-    Completed,
-    Cancelled,
 }
 
 /// List campaigns, newest first.

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use shared::http::ApiError;
 
 /// Request bodies over this are refused with 413.
@@ -135,6 +136,26 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// A name an operator can read: 1 to 200 characters, not blank.
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::unprocessable(
+            "name",
+            "name must be 1 to 200 characters and not blank",
+        ));
+    }
+    Ok(())
+}
+
+/// `Some(None)` for an explicit `null`, `None` for an absent field.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Path parameters; 400 naming the parameter when one does not parse.

@@ -19,6 +19,19 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// The states a campaign can be in (`CampaignState` as the document names it).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum StateValue {
+    Draft,
+    Scheduled,
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -29,7 +42,7 @@ pub struct ErrorDetail {
     ),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
-    components(schemas(ErrorBody, ErrorDetail, crate::campaigns::StateValue)),
+    components(schemas(ErrorBody, ErrorDetail, StateValue)),
     tags(
         (name = "users"), (name = "segments"), (name = "templates"),
         (name = "campaigns"), (name = "messages"), (name = "imports"), (name = "inbound"),

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::domain::phone::mask;
 use shared::http::ApiError;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::db::{Known, OrDb};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, check_name, nullable};
 use crate::openapi::ErrorBody;
 
 const NAME_TAKEN: Known = Known::conflict(
@@ -34,29 +34,9 @@ const IN_USE: Known = Known::conflict(
 /// How many users a preview shows.
 pub const PREVIEW_SAMPLE: i64 = 20;
 
-/// A name an operator can read: 1 to 200 characters, not blank.
-pub fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.trim().is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::unprocessable(
-            "name",
-            "name must be 1 to 200 characters and not blank",
-        ));
-    }
-    Ok(())
-}
-
 /// A definition the DSL accepts; 422 naming the JSON path of the problem otherwise.
 pub fn parse_definition(definition: &Value) -> Result<Segment, ApiError> {
     Segment::parse(definition).map_err(|e| ApiError::unprocessable("definition", e.to_string()))
-}
-
-/// `Some(None)` for an explicit `null`, `None` for an absent field.
-pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// List segments, newest first.

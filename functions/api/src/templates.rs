@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::db::{Known, OrDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::ErrorBody;
-use crate::segments::{check_name, nullable};
+use crate::extract::{check_name, nullable};
 use crate::users::parse_phone;
 
 const NAME_TAKEN: Known = Known::conflict(

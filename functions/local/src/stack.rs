@@ -9,7 +9,7 @@ use anyhow::Context;
 use axum::Router;
 use shared::config::{DatabaseConfig, Env, Secret, TwilioWebhookConfig};
 use shared::engine::fanout::FanoutSettings;
-use shared::engine::send::Sender;
+use shared::engine::send::SendEngine;
 use shared::gcp::{PubSubConfig, PubSubPublisher, PublishError, SendTask, TaskPublisher};
 use shared::ratelimit::Limiter;
 use shared::twilio::{TwilioClient, TwilioConfig};
@@ -187,7 +187,7 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     let sender_settings =
         ::sender::settings_from_env(env, shared::engine::send::SenderSettings::default())?;
     let twilio = TwilioClient::new(twilio_config)?;
-    let sender = Arc::new(Sender::new(
+    let sender = Arc::new(SendEngine::new(
         db.clone(),
         twilio.clone(),
         limiter,

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use chrono_tz::Tz;
 use shared::config::{self, ConfigError, DatabaseConfig, Env, RedisConfig};
-use shared::engine::send::{SendFailure, Sender, SenderSettings};
+use shared::engine::send::{SendFailure, SendEngine, SenderSettings};
 use shared::gcp::{PushEnvelope, SendTask};
 use shared::http::ApiError;
 use shared::http::server::{serve, with_standard_routes};
@@ -113,7 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let db = shared::db::pool(&config.database)?;
     let limiter = Limiter::from_config(&config.redis).await?;
     let twilio = TwilioClient::new(config.twilio.clone())?;
-    let state = Arc::new(Sender::new(
+    let state = Arc::new(SendEngine::new(
         db.clone(),
         twilio,
         limiter,
@@ -125,13 +125,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// `POST /pubsub/push`: one send task in a Pub/Sub push envelope.
-pub fn router(sender: Arc<Sender>) -> Router {
+pub fn router(sender: Arc<SendEngine>) -> Router {
     Router::new()
         .route("/pubsub/push", post(push))
         .with_state(sender)
 }
 
-async fn push(State(sender): State<Arc<Sender>>, body: Bytes) -> Result<StatusCode, ApiError> {
+async fn push(State(sender): State<Arc<SendEngine>>, body: Bytes) -> Result<StatusCode, ApiError> {
     // A malformed envelope is answered 400 and logged; the subscription's
     // dead-letter policy ends its redelivery.
     let envelope = PushEnvelope::parse(&body).map_err(|e| {

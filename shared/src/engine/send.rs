@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::{Consent, ConsentSource, PhoneNumber, QuietHours};
 use crate::ratelimit::{Decision as Rate, Limit, Limiter};
 use crate::store::campaigns;
-use crate::store::outbox::{self, Claimed, Ending, Finish};
+use crate::store::outbox::{self, ClaimedMessage, Ending, Finish};
 use crate::store::users::{self, ConsentChange};
 use crate::template::{RenderError, Rendered, Template, user_context};
 use crate::twilio::errors::{Reaction, meaning};
@@ -99,9 +99,9 @@ fn end(ending: Ending, decision: &'static str, reason: Value) -> Decision {
 }
 
 /// The sender's choice for a claimed message, in DESIGN §5's order. Pure: the
-/// frequency cap, the rate limit and Twilio come after, in [`Sender::handle`].
+/// frequency cap, the rate limit and Twilio come after, in [`SendEngine::handle`].
 pub fn decide(
-    c: &Claimed,
+    c: &ClaimedMessage,
     template: Result<&Template, &str>,
     now: DateTime<Utc>,
     settings: &SenderSettings,
@@ -195,7 +195,7 @@ pub fn decide(
     }
 }
 
-fn timezone(c: &Claimed, default: Tz) -> Tz {
+fn timezone(c: &ClaimedMessage, default: Tz) -> Tz {
     c.attributes
         .as_ref()
         .and_then(|a| a.get("timezone"))
@@ -213,7 +213,7 @@ fn quiet_hours(start: Option<NaiveTime>, end: Option<NaiveTime>) -> Option<Quiet
 type TemplateCache = HashMap<(Uuid, DateTime<Utc>), Arc<Template>>;
 
 /// What the sender needs, shared by every request.
-pub struct Sender {
+pub struct SendEngine {
     pub db: PgPool,
     pub twilio: TwilioClient,
     pub limiter: Limiter,
@@ -239,7 +239,7 @@ pub enum SendFailure {
     Database(#[from] sqlx::Error),
 }
 
-impl Sender {
+impl SendEngine {
     pub fn new(
         db: PgPool,
         twilio: TwilioClient,
@@ -255,7 +255,7 @@ impl Sender {
         }
     }
 
-    fn template(&self, c: &Claimed) -> Result<Arc<Template>, String> {
+    fn template(&self, c: &ClaimedMessage) -> Result<Arc<Template>, String> {
         let key = (c.template_id, c.template_version);
         if let Some(t) = self.templates.read().expect("template cache").get(&key) {
             return Ok(t.clone());
@@ -274,7 +274,7 @@ impl Sender {
         Ok(t)
     }
 
-    async fn end(&self, c: &Claimed, f: Finish<'static>) -> Result<Handled, SendFailure> {
+    async fn end(&self, c: &ClaimedMessage, f: Finish<'static>) -> Result<Handled, SendFailure> {
         if !outbox::finish(&self.db, c.message_id, c.claim, &f).await? {
             // The lease ran out and reconciliation (or a newer claim) has it now.
             tracing::warn!(message_id = %c.message_id, decision = f.decision, "claim overtaken; its end was not written");
@@ -325,7 +325,7 @@ impl Sender {
     /// The frequency cap and the rate limit: `Some` when they ended the claim.
     async fn clear_to_send(
         &self,
-        c: &Claimed,
+        c: &ClaimedMessage,
         plan: &Planned,
     ) -> Result<Option<Handled>, SendFailure> {
         if let Some(cap) = plan.frequency_cap {
@@ -382,7 +382,7 @@ impl Sender {
 
     /// Gives the claim back (`queued`) after a failure before Twilio; if even
     /// that fails, the lease runs out and reconciliation finds nothing sent.
-    async fn give_back(&self, c: &Claimed, cause: &SendFailure) {
+    async fn give_back(&self, c: &ClaimedMessage, cause: &SendFailure) {
         let f = Finish::without_send(
             Ending::Released,
             "released",
@@ -396,7 +396,7 @@ impl Sender {
     /// Records what Twilio answered, as the error table says ([`Reaction`]).
     async fn record(
         &self,
-        c: &Claimed,
+        c: &ClaimedMessage,
         plan: &Planned,
         result: Result<Accepted, SendError>,
     ) -> Result<Handled, SendFailure> {
@@ -488,7 +488,7 @@ impl Sender {
     /// repeated refusals pause the campaign.
     async fn hold_account(
         &self,
-        c: &Claimed,
+        c: &ClaimedMessage,
         code: Option<i32>,
         message: String,
     ) -> Result<Handled, SendFailure> {
@@ -527,7 +527,7 @@ impl Sender {
     }
 }
 
-fn outbound<'a>(c: &'a Claimed, plan: &'a Planned, to: &'a PhoneNumber) -> Outbound<'a> {
+fn outbound<'a>(c: &'a ClaimedMessage, plan: &'a Planned, to: &'a PhoneNumber) -> Outbound<'a> {
     let r = &plan.rendered;
     let (body, content_sid, content_variables) = if plan.use_content {
         (

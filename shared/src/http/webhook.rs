@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use crate::config::{PublicBaseUrl, TwilioWebhookConfig};
 use crate::http::ApiError;
 use crate::twilio::SignatureValidator;
-use crate::webhooks::VerifiedWebhook;
+use crate::webhooks::{VerifiedWebhook, WebhookError};
 
 /// Twilio webhook bodies are small; anything larger is refused with 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
@@ -129,4 +129,14 @@ fn json_params(body: &str) -> Result<Vec<(String, String)>, ApiError> {
             other => (k, other.to_string()),
         })
         .collect())
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::MissingField(field) => ApiError::bad_request(field, e.to_string()),
+            WebhookError::InvalidField { field, .. } => ApiError::bad_request(field, e.to_string()),
+            WebhookError::Database(db) => db.into(),
+        }
+    }
 }

@@ -33,13 +33,8 @@ impl FileError {
     }
 }
 
-/// A refused row: where it is, why, and what it said (truncated).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
-    pub line: u64,
-    pub reason: String,
-    pub raw: String,
-}
+/// A refused row ([`Reject::new`] truncates what it said).
+pub use crate::store::imports::Reject;
 
 impl Reject {
     pub fn new(line: u64, reason: impl Into<String>, raw: &[u8]) -> Self {

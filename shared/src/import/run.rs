@@ -154,7 +154,7 @@ impl Importer {
             );
         }
         let import = imports::start_attempt(&mut conn, import.id).await?;
-        Ok(Claim::Run(Claimed {
+        Ok(Claim::Run(ClaimedImport {
             importer: self.clone(),
             conn,
             import,
@@ -165,20 +165,20 @@ impl Importer {
 
 /// The result of [`Importer::claim`].
 pub enum Claim {
-    Run(Claimed),
+    Run(ClaimedImport),
     Finished(Import),
     Busy(Uuid),
 }
 
 /// An import this worker holds the lock of.
-pub struct Claimed {
+pub struct ClaimedImport {
     importer: Importer,
     conn: PgConnection,
     import: Import,
     object: ObjectRef,
 }
 
-/// The result of [`Claimed::stage`].
+/// The result of [`ClaimedImport::stage`].
 pub enum Staging {
     Staged(Staged),
     /// The file cannot be read: the import is failed with the reason.
@@ -193,7 +193,7 @@ pub struct Staged {
     started: Instant,
 }
 
-impl Claimed {
+impl ClaimedImport {
     pub fn import(&self) -> &Import {
         &self.import
     }

@@ -7,7 +7,15 @@ use uuid::Uuid;
 
 use crate::domain::ConsentSource;
 use crate::gcp::ObjectRef;
-use crate::import::Reject;
+
+/// A refused row of an import: where it is, why, and what it said
+/// (truncated: `import::Reject::new`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub line: u64,
+    pub reason: String,
+    pub raw: String,
+}
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct Import {

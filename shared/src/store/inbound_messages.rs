@@ -1,8 +1,31 @@
 //! `inbound_messages`: what users wrote to us, normalized.
 
+use serde::Serialize;
 use sqlx::PgExecutor;
 
-use crate::webhooks::inbound::InboundMessage;
+use crate::domain::PhoneNumber;
+
+/// An inbound WhatsApp message, normalized from Twilio's parameters
+/// (`webhooks::inbound` reads it from the webhook).
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub message_sid: String,
+    pub from: PhoneNumber,
+    pub to: String,
+    pub wa_id: Option<String>,
+    pub profile_name: Option<String>,
+    pub body: String,
+    pub media: Vec<Media>,
+    pub button_payload: Option<String>,
+    pub button_text: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Media {
+    pub url: String,
+    pub content_type: Option<String>,
+}
+
 
 #[tracing::instrument(skip_all)]
 pub async fn insert(

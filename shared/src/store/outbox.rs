@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 /// A claimed message and what the sender decides with.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claimed {
+pub struct ClaimedMessage {
     pub message_id: Uuid,
     /// This claim's number: only this claim may end it ([`finish`]).
     pub claim: i32,
@@ -48,7 +48,7 @@ pub async fn claim(
     db: impl PgExecutor<'_>,
     message_id: Uuid,
     lease_secs: f64,
-) -> Result<Option<Claimed>, sqlx::Error> {
+) -> Result<Option<ClaimedMessage>, sqlx::Error> {
     sqlx::query_as(
         "with claimed as (
              update messages set status = 'sending', status_rank = 2, sending_at = now(),

@@ -10,17 +10,17 @@ use crate::twilio::errors::{Reaction, reaction};
 
 /// Who the messages come from: one WhatsApp number, or a messaging service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
+pub enum FromAddress {
     WhatsAppFrom(PhoneNumber),
     MessagingService(String),
 }
 
-impl Sender {
+impl FromAddress {
     /// The key the per-sender rate limit counts under.
     pub fn limit_key(&self) -> String {
         match self {
-            Sender::WhatsAppFrom(p) => format!("sender:{}", p.as_str()),
-            Sender::MessagingService(s) => format!("sender:{s}"),
+            FromAddress::WhatsAppFrom(p) => format!("sender:{}", p.as_str()),
+            FromAddress::MessagingService(s) => format!("sender:{s}"),
         }
     }
 }
@@ -32,7 +32,7 @@ pub struct TwilioConfig {
     /// the account SID and the first auth token.
     pub username: String,
     pub password: Secret,
-    pub sender: Sender,
+    pub sender: FromAddress,
     /// `https://api.twilio.com` unless pointed at a mock.
     pub api_base: String,
     /// Where status callbacks go (`…/webhooks/status?mid=<id>` is appended).
@@ -61,9 +61,9 @@ impl TwilioConfig {
             env.raw("TWILIO_WHATSAPP_FROM"),
             env.raw("TWILIO_MESSAGING_SERVICE_SID"),
         ) {
-            (_, Some(ms)) => Sender::MessagingService(ms.to_owned()),
+            (_, Some(ms)) => FromAddress::MessagingService(ms.to_owned()),
             (Some(from), None) => {
-                Sender::WhatsAppFrom(PhoneNumber::parse(from, None).map_err(|e| {
+                FromAddress::WhatsAppFrom(PhoneNumber::parse(from, None).map_err(|e| {
                     ConfigError::new("TWILIO_WHATSAPP_FROM", format!("is malformed: {e}"))
                 })?)
             }
@@ -220,7 +220,7 @@ impl TwilioClient {
         })
     }
 
-    pub fn sender(&self) -> &Sender {
+    pub fn sender(&self) -> &FromAddress {
         &self.config.sender
     }
 
@@ -244,11 +244,11 @@ impl TwilioClient {
         let mut form: Vec<(&str, &str)> = vec![("To", &to), ("StatusCallback", &callback)];
         let from;
         match &c.sender {
-            Sender::WhatsAppFrom(p) => {
+            FromAddress::WhatsAppFrom(p) => {
                 from = p.whatsapp_address();
                 form.push(("From", &from));
             }
-            Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
+            FromAddress::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
         }
         if let Some(sid) = m.content_sid {
             form.push(("ContentSid", sid));
@@ -330,7 +330,7 @@ impl TwilioClient {
         let c = &self.config;
         let to = to.whatsapp_address();
         let mut query: Vec<(&str, String)> = vec![("To", to), ("PageSize", "50".to_owned())];
-        if let Sender::WhatsAppFrom(p) = &c.sender {
+        if let FromAddress::WhatsAppFrom(p) = &c.sender {
             query.push(("From", p.whatsapp_address()));
         }
         let page: MessagePage = self

@@ -6,6 +6,6 @@ pub mod errors;
 pub mod signature;
 
 pub use client::{
-    Accepted, LookupError, Outbound, SendError, Sender, TwilioClient, TwilioConfig, TwilioMessage,
+    Accepted, LookupError, Outbound, SendError, FromAddress, TwilioClient, TwilioConfig, TwilioMessage,
 };
 pub use signature::{SignatureValidator, compute_signature};

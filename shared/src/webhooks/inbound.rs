@@ -1,33 +1,13 @@
 //! `POST /webhooks/inbound`: a user wrote to our WhatsApp sender.
 
 use chrono::Utc;
-use serde::Serialize;
 use sqlx::PgPool;
 
 use super::{VerifiedWebhook, WebhookError};
 use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region, Topic};
 use crate::store::users::ConsentChange;
-use crate::store::{inbound_messages, users, webhook_events};
-
-/// An inbound WhatsApp message, normalized from Twilio's parameters.
-#[derive(Debug, Clone)]
-pub struct InboundMessage {
-    pub message_sid: String,
-    pub from: PhoneNumber,
-    pub to: String,
-    pub wa_id: Option<String>,
-    pub profile_name: Option<String>,
-    pub body: String,
-    pub media: Vec<Media>,
-    pub button_payload: Option<String>,
-    pub button_text: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Media {
-    pub url: String,
-    pub content_type: Option<String>,
-}
+use crate::store::inbound_messages::{self, InboundMessage, Media};
+use crate::store::{users, webhook_events};
 
 /// Twilio sends at most 10 media items per message.
 const MAX_MEDIA: usize = 10;

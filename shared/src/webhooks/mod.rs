@@ -5,7 +5,6 @@
 pub mod inbound;
 pub mod status;
 
-use crate::http::ApiError;
 use crate::store::webhook_events::NewWebhookEvent;
 
 /// A Twilio request whose signature has been checked.
@@ -104,12 +103,3 @@ pub enum WebhookError {
     Database(#[from] sqlx::Error),
 }
 
-impl From<WebhookError> for ApiError {
-    fn from(e: WebhookError) -> Self {
-        match e {
-            WebhookError::MissingField(field) => ApiError::bad_request(field, e.to_string()),
-            WebhookError::InvalidField { field, .. } => ApiError::bad_request(field, e.to_string()),
-            WebhookError::Database(db) => db.into(),
-        }
-    }
-}

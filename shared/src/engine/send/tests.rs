@@ -26,9 +26,9 @@ mod decide {
         attributes: Value,
         now: DateTime<Utc>,
         (topic, subscribed): (Option<&str>, bool),
-    ) -> Claimed {
+    ) -> ClaimedMessage {
         let time = |h: u32| NaiveTime::from_hms_opt(h, 0, 0).unwrap();
-        Claimed {
+        ClaimedMessage {
             message_id: Uuid::nil(),
             claim: 1,
             account_holds: 0,
