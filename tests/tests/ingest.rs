@@ -41,7 +41,12 @@ async fn attributes(db: &PgPool, phone: &str) -> Value {
 }
 
 async fn rejects(db: &PgPool, id: &str) -> Vec<(i64, String, String)> {
-    imports::rejects(db, id.parse().unwrap()).await.unwrap()
+    imports::rejects(db, id.parse().unwrap(), i64::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.line_number, r.reason, r.raw_line))
+        .collect()
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]

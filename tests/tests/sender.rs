@@ -545,8 +545,8 @@ impl wiremock::Respond for ArrivalTimes {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn a_callback_that_beats_twilios_answer_keeps_the_sent_decision(db: PgPool) {
+    use shared::store::messages::outbox::{self, Ending, Finish};
     use shared::store::messages::{CallbackUpdate, apply_status_callback};
-    use shared::store::outbox::{self, Ending, Finish};
     use shared::store::webhook_events::NewWebhookEvent;
 
     opted_in(&db, json!({"first_name": "Ada"})).await;

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::db::{Known, OrDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::{ErrorBody, StateValue};
 use crate::extract::{check_name, nullable};
+use crate::openapi::{ErrorBody, StateValue};
 
 const REFERENCES: &[Known] = &[
     Known::invalid(

@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use shared::http::ApiError;
 use shared::http::pagination::{Page, PageParams};
-use shared::store::imports_read::{self as store, ImportRecord, ImportReject};
+use shared::store::imports::{self as store, ImportRecord, ImportReject};
 use utoipa::ToSchema;
 use uuid::Uuid;
 

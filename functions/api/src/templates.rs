@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::db::{Known, OrDb};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::openapi::ErrorBody;
 use crate::extract::{check_name, nullable};
+use crate::openapi::ErrorBody;
 use crate::users::parse_phone;
 
 const NAME_TAKEN: Known = Known::conflict(

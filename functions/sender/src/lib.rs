@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use chrono_tz::Tz;
 use shared::config::{self, ConfigError, DatabaseConfig, Env, RedisConfig};
-use shared::engine::send::{SendFailure, SendEngine, SenderSettings};
+use shared::engine::send::{SendEngine, SendFailure, SenderSettings};
 use shared::gcp::{PushEnvelope, SendTask};
 use shared::http::ApiError;
 use shared::http::server::{serve, with_standard_routes};

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::gcp::{SendTask, TaskPublisher};
 use crate::segment::Segment;
-use crate::store::dispatch;
+use crate::store::campaigns;
+use crate::store::messages::dispatch;
 
 #[derive(Debug, Clone)]
 pub struct FanoutSettings {
@@ -69,10 +70,10 @@ pub async fn tick<P: TaskPublisher>(
 ) -> Result<TickReport, FanoutError> {
     let began = Instant::now();
     let mut report = TickReport {
-        started: dispatch::start_due_campaigns(db).await?.len(),
+        started: campaigns::start_due_campaigns(db).await?.len(),
         ..TickReport::default()
     };
-    for (campaign, definition) in dispatch::to_materialize(db).await? {
+    for (campaign, definition) in campaigns::to_materialize(db).await? {
         match Segment::parse(&definition) {
             Ok(segment) => {
                 report.materialized +=
@@ -103,7 +104,7 @@ pub async fn tick<P: TaskPublisher>(
     loop {
         let round_start = Instant::now();
         let mut more_due = false;
-        for campaign in dispatch::running_campaigns(db).await? {
+        for campaign in campaigns::running_campaigns(db).await? {
             let mut tx = db.begin().await?;
             let taken = dispatch::take_due(&mut tx, campaign, window_ms).await?;
             tx.commit().await?;
@@ -118,7 +119,7 @@ pub async fn tick<P: TaskPublisher>(
         }
         tokio::time::sleep_until(round_start + settings.round).await;
     }
-    report.completed = dispatch::complete_finished(db).await?.len();
+    report.completed = campaigns::complete_finished(db).await?.len();
     tracing::info!(
         started = report.started,
         materialized = report.materialized,
@@ -151,7 +152,7 @@ async fn materialize(
         }
         after = last;
     }
-    dispatch::mark_materialized(&mut *conn, campaign).await?;
+    campaigns::mark_materialized(&mut *conn, campaign).await?;
     tracing::info!(%campaign, recipients = total, "recipients materialized");
     Ok(total)
 }

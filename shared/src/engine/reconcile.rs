@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::domain::{MessageStatus, PhoneNumber};
+use crate::store::messages::outbox;
 use crate::store::messages::reconcile::{self, Settlement, Unsettled};
-use crate::store::outbox;
 use crate::store::webhook_events::NewWebhookEvent;
 use crate::twilio::errors::{Reaction, reaction};
 use crate::twilio::{LookupError, TwilioClient, TwilioMessage};

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::{Consent, ConsentSource, PhoneNumber, QuietHours};
 use crate::ratelimit::{Decision as Rate, Limit, Limiter};
 use crate::store::campaigns;
-use crate::store::outbox::{self, ClaimedMessage, Ending, Finish};
+use crate::store::messages::outbox::{self, ClaimedMessage, Ending, Finish};
 use crate::store::users::{self, ConsentChange};
 use crate::template::{RenderError, Rendered, Template, user_context};
 use crate::twilio::errors::{Reaction, meaning};

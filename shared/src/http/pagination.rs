@@ -1,7 +1,8 @@
 //! Cursor pagination: `?limit=&cursor=` in, `{"data": [...], "next_cursor": ...}` out.
 //!
 //! The cursor is the sort key of the last row of a page, as JSON, in
-//! URL-safe base64. Queries read `where key > cursor` (keyset), so a page
+//! URL-safe base64. Queries read past it (keyset: `(created_at, id) < cursor`
+//! for the newest-first lists, `phone_number > cursor` for users), so a page
 //! never repeats or skips a row when rows are inserted between requests.
 
 use base64::Engine;

@@ -9,6 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::CampaignState;
+use crate::store::PageKey;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
@@ -71,9 +72,6 @@ pub struct CampaignFields {
     pub topic: Option<crate::domain::Topic>,
 }
 
-/// The sort key of the campaign list: newest first.
-pub type ListKey = (DateTime<Utc>, Uuid);
-
 #[tracing::instrument(skip_all)]
 pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campaign, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -115,7 +113,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Campaign>, 
 pub async fn list(
     db: impl PgExecutor<'_>,
     state: Option<CampaignState>,
-    after: Option<ListKey>,
+    after: Option<PageKey>,
     limit: i64,
 ) -> Result<Vec<Campaign>, sqlx::Error> {
     let (at, id) = after.unzip();
@@ -315,4 +313,61 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
         read_rate: rate(row.read, row.delivered),
         opt_outs: row.opt_outs,
     })
+}
+
+// The fan-out's campaign transitions. Each is safe to run from two ticks at once.
+
+/// `scheduled → running` for every campaign whose start time has passed.
+#[tracing::instrument(skip_all)]
+pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update campaigns set state = 'running', started_at = coalesce(started_at, now())
+         where state = 'scheduled' and coalesce(starts_at, now()) <= now()
+         returning id",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Running campaigns whose recipients are not materialized yet, with their segment.
+pub async fn to_materialize(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
+    sqlx::query_as(
+        "select c.id, s.definition from campaigns c join segments s on s.id = c.segment_id
+         where c.state = 'running' and c.materialized_at is null
+         order by c.created_at",
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn mark_materialized(db: impl PgExecutor<'_>, campaign: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update campaigns set materialized_at = now() where id = $1 and materialized_at is null",
+    )
+    .bind(campaign)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Running campaigns that may have due messages.
+pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("select id from campaigns where state = 'running' and materialized_at is not null order by created_at")
+        .fetch_all(db)
+        .await
+}
+
+/// `running → completed` when every message has reached an end.
+pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update campaigns c set state = 'completed', completed_at = now()
+         where c.state = 'running' and c.materialized_at is not null
+           and not exists (select 1 from messages m
+                           where m.campaign_id = c.id and m.status in ('pending', 'queued', 'sending'))
+         returning c.id",
+    )
+    .fetch_all(db)
+    .await
 }

@@ -1,12 +1,15 @@
 //! `imports` (one row per object generation), `import_rejects`, and the
-//! per-import staging table the rows are copied into before the merge.
+//! per-import staging table the rows are copied into before the merge: the
+//! ingest function's writes, and the reads the API lists them with.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::ConsentSource;
 use crate::gcp::ObjectRef;
+use crate::store::PageKey;
 
 /// A refused row of an import: where it is, why, and what it said
 /// (truncated: `import::Reject::new`).
@@ -207,18 +210,6 @@ pub async fn insert_rejects(
     .execute(db)
     .await?;
     Ok(())
-}
-
-pub async fn rejects(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "select line_number, reason, raw_line from import_rejects where import_id = $1 order by line_number, id",
-    )
-    .bind(id)
-    .fetch_all(db)
-    .await
 }
 
 /// Fails the import with one reason; nothing it read is merged.
@@ -444,4 +435,55 @@ async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, s
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// What the API reads.
+
+/// One import as the API shows it: the row the ingest function keeps.
+pub type ImportRecord = Import;
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+pub struct ImportReject {
+    pub line_number: i64,
+    /// The line as read (truncated by the importer).
+    pub raw_line: String,
+    pub reason: String,
+}
+
+/// Up to `limit` imports after `after`, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    after: Option<PageKey>,
+    limit: i64,
+) -> Result<Vec<ImportRecord>, sqlx::Error> {
+    let (at, id) = after.unzip();
+    sqlx::query_as(
+        "select * from imports
+         where $1::timestamptz is null or (started_at, id) < ($1, $2)
+         order by started_at desc, id desc
+         limit $3",
+    )
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The first `limit` rejected lines of an import, by line number.
+#[tracing::instrument(skip_all)]
+pub async fn rejects(
+    db: impl PgExecutor<'_>,
+    import_id: Uuid,
+    limit: i64,
+) -> Result<Vec<ImportReject>, sqlx::Error> {
+    sqlx::query_as(
+        "select line_number, raw_line, reason from import_rejects
+         where import_id = $1 order by line_number, id limit $2",
+    )
+    .bind(import_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

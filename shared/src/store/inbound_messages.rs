@@ -26,7 +26,6 @@ pub struct Media {
     pub content_type: Option<String>,
 }
 
-
 #[tracing::instrument(skip_all)]
 pub async fn insert(
     db: impl PgExecutor<'_>,

@@ -1,5 +1,9 @@
-//! `messages`: the outbox and the delivery record in one row.
+//! `messages`: the outbox and the delivery record in one row. Here: reads
+//! for the API and status callbacks; by use, the fan-out's queries
+//! ([`dispatch`]), the sender's ([`outbox`]) and reconciliation's ([`reconcile`]).
 
+pub mod dispatch;
+pub mod outbox;
 pub mod reconcile;
 
 use chrono::{DateTime, Utc};
@@ -7,7 +11,8 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::domain::MessageStatus;
-use crate::store::webhook_events::NewWebhookEvent;
+use crate::store::PageKey;
+use crate::store::webhook_events::{NewWebhookEvent, bind_event, insert_event_sql};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Message {
@@ -82,14 +87,10 @@ pub async fn apply_status_callback(
     let below = update
         .status
         .map_or(i16::MIN, MessageStatus::advances_below);
-    sqlx::query_as(
-        "with ev as (
-             insert into webhook_events
-                 (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)
-             on conflict do nothing
-             returning id
-         ), target as (
+    let query = sqlx::query_as(concat!(
+        "with ev as (",
+        insert_event_sql!(),
+        "), target as (
              select m.id, m.phone_number from messages m
              where exists (select 1 from ev) and (m.id = $9 or m.twilio_sid = $4)
              order by (m.id = $9) desc nulls last
@@ -120,24 +121,17 @@ pub async fn apply_status_callback(
          select (select id from ev) as event_id,
                 (select id from target) as message_id,
                 (select phone_number from target) as phone_number,
-                exists (select 1 from upd) as advanced",
-    )
-    .bind(event.kind)
-    .bind(event.dedupe_key)
-    .bind(event.idempotency_token)
-    .bind(event.message_sid)
-    .bind(event.request_uri)
-    .bind(event.content_type)
-    .bind(event.raw_body)
-    .bind(event.params)
-    .bind(update.message_id)
-    .bind(status)
-    .bind(rank)
-    .bind(update.error_code)
-    .bind(update.error_message)
-    .bind(below)
-    .fetch_one(db)
-    .await
+                exists (select 1 from upd) as advanced"
+    ));
+    bind_event!(query, event)
+        .bind(update.message_id)
+        .bind(status)
+        .bind(rank)
+        .bind(update.error_code)
+        .bind(update.error_message)
+        .bind(below)
+        .fetch_one(db)
+        .await
 }
 
 // --- API queries ---
@@ -176,14 +170,11 @@ pub struct MessageFilter<'a> {
     pub status: Option<MessageStatus>,
 }
 
-/// The sort key of the message list: newest first.
-pub type ListKey = (DateTime<Utc>, Uuid);
-
 #[tracing::instrument(skip_all)]
 pub async fn list_records(
     db: impl PgExecutor<'_>,
     filter: MessageFilter<'_>,
-    after: Option<ListKey>,
+    after: Option<PageKey>,
     limit: i64,
 ) -> Result<Vec<MessageRecord>, sqlx::Error> {
     let (at, id) = after.unzip();

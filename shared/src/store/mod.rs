@@ -1,14 +1,20 @@
-//! Storage functions, one module per table. Each takes an executor (a pool,
-//! a connection or a transaction) so callers decide the transaction.
+//! Storage functions, one module per table (with submodules by use where a
+//! table has many: `messages::{outbox, dispatch, reconcile}`). Each takes an
+//! executor (a pool, a connection or a transaction) so callers decide the
+//! transaction.
 
 pub mod campaigns;
-pub mod dispatch;
 pub mod imports;
-pub mod imports_read;
 pub mod inbound_messages;
 pub mod messages;
-pub mod outbox;
 pub mod segments;
 pub mod templates;
 pub mod users;
 pub mod webhook_events;
+
+/// Where a newest-first page starts: after the row with this timestamp
+/// (`created_at`, or `started_at` for imports) and id. The lists read
+/// `where ($n::timestamptz is null or (created_at, id) < ($n, $n+1))
+/// order by created_at desc, id desc`, so a page never repeats or skips a row
+/// when rows are inserted between requests.
+pub type PageKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);

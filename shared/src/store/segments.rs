@@ -1,5 +1,6 @@
 //! `segments`: named, stored segment definitions (the DSL of DESIGN §4).
 
+use crate::store::PageKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
@@ -24,9 +25,6 @@ pub struct SegmentFields<'a> {
     pub description: Option<&'a str>,
     pub definition: &'a serde_json::Value,
 }
-
-/// The sort key of the segment list: newest first.
-pub type ListKey = (DateTime<Utc>, Uuid);
 
 #[tracing::instrument(skip_all)]
 pub async fn insert(
@@ -55,7 +53,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<SegmentReco
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
-    after: Option<ListKey>,
+    after: Option<PageKey>,
     limit: i64,
 ) -> Result<Vec<SegmentRecord>, sqlx::Error> {
     let (at, id) = after.unzip();

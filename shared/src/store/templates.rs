@@ -1,5 +1,6 @@
 //! `templates`: message bodies and Twilio Content API references.
 
+use crate::store::PageKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
@@ -31,9 +32,6 @@ pub struct TemplateFields<'a> {
     pub locale: &'a str,
 }
 
-/// The sort key of the template list: newest first.
-pub type ListKey = (DateTime<Utc>, Uuid);
-
 #[tracing::instrument(skip_all)]
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -64,7 +62,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TemplateRec
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
-    after: Option<ListKey>,
+    after: Option<PageKey>,
     limit: i64,
 ) -> Result<Vec<TemplateRecord>, sqlx::Error> {
     let (at, id) = after.unzip();

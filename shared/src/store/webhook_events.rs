@@ -15,6 +15,37 @@ pub struct NewWebhookEvent<'a> {
     pub params: &'a serde_json::Value,
 }
 
+/// The one insert of an event, with `$1`–`$8` bound by [`bind_event!`]:
+/// [`insert`] runs it alone, `messages::apply_status_callback` as the first
+/// step of its statement. A redelivery (same dedupe key or idempotency
+/// token) inserts nothing and returns no row.
+macro_rules! insert_event_sql {
+    () => {
+        "insert into webhook_events
+             (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict do nothing
+         returning id"
+    };
+}
+pub(crate) use insert_event_sql;
+
+/// Binds an event's fields as `$1`–`$8` of [`insert_event_sql!`].
+macro_rules! bind_event {
+    ($query:expr, $event:expr) => {
+        $query
+            .bind($event.kind)
+            .bind($event.dedupe_key)
+            .bind($event.idempotency_token)
+            .bind($event.message_sid)
+            .bind($event.request_uri)
+            .bind($event.content_type)
+            .bind($event.raw_body)
+            .bind($event.params)
+    };
+}
+pub(crate) use bind_event;
+
 /// Stores the event; `None` when it was delivered before (same dedupe key or
 /// same idempotency token), in which case nothing was written.
 #[tracing::instrument(skip_all, fields(kind = event.kind))]
@@ -22,23 +53,9 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     event: &NewWebhookEvent<'_>,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "insert into webhook_events
-             (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
-         on conflict do nothing
-         returning id",
-    )
-    .bind(event.kind)
-    .bind(event.dedupe_key)
-    .bind(event.idempotency_token)
-    .bind(event.message_sid)
-    .bind(event.request_uri)
-    .bind(event.content_type)
-    .bind(event.raw_body)
-    .bind(event.params)
-    .fetch_optional(db)
-    .await
+    bind_event!(sqlx::query_scalar(insert_event_sql!()), event)
+        .fetch_optional(db)
+        .await
 }
 
 /// How many events of a kind are stored (for tests and stats).

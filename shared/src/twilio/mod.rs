@@ -6,6 +6,7 @@ pub mod errors;
 pub mod signature;
 
 pub use client::{
-    Accepted, LookupError, Outbound, SendError, FromAddress, TwilioClient, TwilioConfig, TwilioMessage,
+    Accepted, FromAddress, LookupError, Outbound, SendError, TwilioClient, TwilioConfig,
+    TwilioMessage,
 };
 pub use signature::{SignatureValidator, compute_signature};

@@ -5,8 +5,8 @@ use sqlx::PgPool;
 
 use super::{VerifiedWebhook, WebhookError};
 use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region, Topic};
-use crate::store::users::ConsentChange;
 use crate::store::inbound_messages::{self, InboundMessage, Media};
+use crate::store::users::ConsentChange;
 use crate::store::{users, webhook_events};
 
 /// Twilio sends at most 10 media items per message.

@@ -102,4 +102,3 @@ pub enum WebhookError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
-

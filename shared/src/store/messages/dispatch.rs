@@ -1,37 +1,14 @@
-//! The fan-out's queries: start due campaigns, materialize recipients
-//! set-based, take due messages for dispatch at each campaign's pace, and
-//! complete campaigns with nothing left. Every statement is safe to run from
-//! two ticks at once.
+//! The fan-out's message queries: materialize recipients set-based, take
+//! due messages for dispatch at each campaign's pace, release what could not
+//! be published, and sweep cancelled campaigns. (The campaign transitions
+//! around them are in `store::campaigns`.) Every statement is safe to run
+//! from two ticks at once.
 
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::domain::MessageStatus;
 use crate::segment::Segment;
-
-/// `scheduled → running` for every campaign whose start time has passed.
-#[tracing::instrument(skip_all)]
-pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "update campaigns set state = 'running', started_at = coalesce(started_at, now())
-         where state = 'scheduled' and coalesce(starts_at, now()) <= now()
-         returning id",
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// Running campaigns whose recipients are not materialized yet, with their segment.
-pub async fn to_materialize(
-    db: impl PgExecutor<'_>,
-) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
-    sqlx::query_as(
-        "select c.id, s.definition from campaigns c join segments s on s.id = c.segment_id
-         where c.state = 'running' and c.materialized_at is null
-         order by c.created_at",
-    )
-    .fetch_all(db)
-    .await
-}
 
 /// Inserts the next batch of recipients after `after` (by phone number) and
 /// returns the last phone number of the batch and how many users it held;
@@ -58,23 +35,6 @@ pub async fn materialize_batch(
          select max(phone_number), count(*) from batch",
     );
     qb.build_query_as().fetch_one(db).await
-}
-
-pub async fn mark_materialized(db: impl PgExecutor<'_>, campaign: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update campaigns set materialized_at = now() where id = $1 and materialized_at is null",
-    )
-    .bind(campaign)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Running campaigns that may have due messages.
-pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select id from campaigns where state = 'running' and materialized_at is not null order by created_at")
-        .fetch_all(db)
-        .await
 }
 
 /// What one round took for a campaign.
@@ -128,7 +88,7 @@ pub async fn take_due(
              limit $2
              for update skip locked
          ), upd as (
-             update messages m set status = 'queued', status_rank = 1, queued_at = now(),
+             update messages m set status = 'queued', status_rank = $3, queued_at = now(),
                                  last_decision = 'queued', updated_at = now()
              from due where m.id = due.id
              returning m.id, m.phone_number
@@ -140,6 +100,7 @@ pub async fn take_due(
     )
     .bind(campaign)
     .bind(budget)
+    .bind(MessageStatus::Queued.rank())
     .fetch_all(&mut *db)
     .await?;
     sqlx::query(
@@ -158,10 +119,11 @@ pub async fn take_due(
 /// Puts messages whose tasks could not be published back to `pending`.
 pub async fn release(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "update messages set status = 'pending', status_rank = 0, queued_at = null, updated_at = now()
+        "update messages set status = 'pending', status_rank = $2, queued_at = null, updated_at = now()
          where id = any($1) and status = 'queued'",
     )
     .bind(ids)
+    .bind(MessageStatus::Pending.rank())
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -196,7 +158,7 @@ pub async fn stale_queued(
 pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "with gone as (
-             update messages m set status = 'canceled', status_rank = 100, last_decision = 'cancelled',
+             update messages m set status = 'canceled', status_rank = $1, last_decision = 'cancelled',
                                  updated_at = now()
              from campaigns c
              where c.id = m.campaign_id and c.state = 'cancelled' and m.status in ('pending', 'queued')
@@ -205,6 +167,7 @@ pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error
          insert into decisions (message_id, campaign_id, phone_number, decision, reason)
          select id, campaign_id, phone_number, 'cancelled', '{\"reason\": \"campaign cancelled\"}' from gone",
     )
+    .bind(MessageStatus::Canceled.rank())
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -224,18 +187,5 @@ pub async fn stuck_sending(
     )
     .bind(older_than_secs as f64)
     .fetch_one(db)
-    .await
-}
-
-/// `running → completed` when every message has reached an end.
-pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "update campaigns c set state = 'completed', completed_at = now()
-         where c.state = 'running' and c.materialized_at is not null
-           and not exists (select 1 from messages m
-                           where m.campaign_id = c.id and m.status in ('pending', 'queued', 'sending'))
-         returning c.id",
-    )
-    .fetch_all(db)
     .await
 }

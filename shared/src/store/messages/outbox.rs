@@ -6,6 +6,8 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use crate::domain::MessageStatus;
+
 /// A claimed message and what the sender decides with.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedMessage {
@@ -51,7 +53,7 @@ pub async fn claim(
 ) -> Result<Option<ClaimedMessage>, sqlx::Error> {
     sqlx::query_as(
         "with claimed as (
-             update messages set status = 'sending', status_rank = 2, sending_at = now(),
+             update messages set status = 'sending', status_rank = $3, sending_at = now(),
                                  claims = claims + 1, outcome_unknown = false, cap_reserved = false,
                                  reconcile_at = now() + make_interval(secs => $2), updated_at = now()
              where id = $1 and status = 'queued' and twilio_sid is null
@@ -72,6 +74,7 @@ pub async fn claim(
     )
     .bind(message_id)
     .bind(lease_secs)
+    .bind(MessageStatus::Sending.rank())
     .fetch_optional(db)
     .await
 }
@@ -180,14 +183,14 @@ pub async fn finish(
     let (status, sid, until, code, message, reconcile_at) = match &f.ending {
         Ending::Sent {
             sid, reconcile_at, ..
-        } => ("sent", sid.as_ref(), None, None, None, *reconcile_at),
-        Ending::Skipped => ("skipped", None, None, None, None, None),
-        Ending::Deferred { until } => ("pending", None, Some(*until), None, None, None),
-        Ending::Failed { code, message } => ("failed", None, None, *code, Some(message), None),
+        } => (MessageStatus::Sent, sid.as_ref(), None, None, None, *reconcile_at),
+        Ending::Skipped => (MessageStatus::Skipped, None, None, None, None, None),
+        Ending::Deferred { until } => (MessageStatus::Pending, None, Some(*until), None, None, None),
+        Ending::Failed { code, message } => (MessageStatus::Failed, None, None, *code, Some(message), None),
         Ending::Unknown { reconcile_at } => {
-            ("sending", None, None, None, None, Some(*reconcile_at))
+            (MessageStatus::Sending, None, None, None, None, Some(*reconcile_at))
         }
-        Ending::Released => ("queued", None, None, None, None, None),
+        Ending::Released => (MessageStatus::Queued, None, None, None, None, None),
     };
     let (body, content_variables) = f.rendered.clone().unwrap_or((None, None));
     let content_variables: Option<Value> =
@@ -195,10 +198,10 @@ pub async fn finish(
     let done: Option<bool> = sqlx::query_scalar(
         "with upd as (
              update messages m set
-                 status = case when $2 = 'sent' and m.status_rank >= 3 then m.status else $2 end,
-                 status_rank = case $2 when 'sent' then greatest(m.status_rank, 3)
-                                       when 'pending' then 0 when 'queued' then 1
-                                       when 'sending' then 2 else 100 end,
+                 -- $14: the status's rank (MessageStatus::rank). A send
+                 -- never moves a message Twilio's callbacks took further back.
+                 status = case when $2 = 'sent' and m.status_rank >= $14 then m.status else $2 end,
+                 status_rank = case when $2 = 'sent' then greatest(m.status_rank, $14) else $14 end,
                  twilio_sid = coalesce($3, m.twilio_sid),
                  next_attempt_at = coalesce($4, m.next_attempt_at),
                  error_code = coalesce($5, m.error_code),
@@ -218,7 +221,7 @@ pub async fn finish(
                and (m.status = 'sending'
                     -- Twilio's callback (naming our id) can beat its API answer:
                     -- the send is still recorded, the further status kept.
-                    or ($2 = 'sent' and m.status_rank > 2 and ($3 is null or m.twilio_sid = $3)))
+                    or ($2 = 'sent' and m.status_rank > $15 and ($3 is null or m.twilio_sid = $3)))
              returning m.id, m.campaign_id, m.phone_number
          ), logged as (
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
@@ -227,7 +230,7 @@ pub async fn finish(
          select true from upd",
     )
     .bind(message_id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(sid)
     .bind(until)
     .bind(code)
@@ -239,6 +242,8 @@ pub async fn finish(
     .bind(i32::from(f.attempted))
     .bind(reconcile_at)
     .bind(claim)
+    .bind(status.rank())
+    .bind(MessageStatus::Sending.rank())
     .fetch_optional(db)
     .await?;
     Ok(done.unwrap_or(false))
