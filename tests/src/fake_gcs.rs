@@ -26,7 +26,11 @@ pub fn binary() -> Result<PathBuf, String> {
     }
     // The project venv scripts/test installs into, else the machine's Python.
     let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.local/venv/bin/python");
-    let python = if std::path::Path::new(venv).exists() { venv } else { "python3" };
+    let python = if std::path::Path::new(venv).exists() {
+        venv
+    } else {
+        "python3"
+    };
     let output = std::process::Command::new(python)
         .args([
             "-c",

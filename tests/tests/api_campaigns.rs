@@ -65,6 +65,14 @@ async fn drafts_are_created_and_edited(db: PgPool) {
             "quiet_hours_start",
         ),
         (
+            json!({"quiet_hours_start": "08:00", "quiet_hours_end": "08:00"}),
+            "quiet_hours_end",
+        ),
+        (
+            json!({"quiet_hours_start": "22:00", "quiet_hours_end": "8:00"}),
+            "quiet_hours_end",
+        ),
+        (
             json!({"default_timezone": "Mars/Olympus"}),
             "default_timezone",
         ),

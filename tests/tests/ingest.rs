@@ -12,6 +12,7 @@ use e2e::fake_gcs::FakeGcs;
 use e2e::ingest::{IMPORT_BUCKET, Inbox, finalized, ingest_config, ingest_router, notification};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use shared::domain::ConsentSource;
 use shared::gcp::objects::{ByteStream, GcsObjects};
 use shared::gcp::{ObjectError, ObjectRef, ObjectSource, OpenedObject};
 use shared::import::run::{Claim, ImportSettings, Importer, Staging};
@@ -89,7 +90,10 @@ async fn csv_import_creates_users_and_explains_every_reject(db: PgPool) {
     );
     let ada = users::get(&db, "+14155552671").await.unwrap().unwrap();
     assert_eq!(
-        (ada.consent.as_str(), ada.consent_source.as_deref()),
+        (
+            ada.consent.as_str(),
+            ada.consent_source.map(ConsentSource::as_str)
+        ),
         ("opted_in", Some("import"))
     );
     let event: (String, String, String, String) = sqlx::query_as(
@@ -231,7 +235,10 @@ async fn existing_users_keep_what_the_file_does_not_mention(db: PgPool) {
     // and kept as evidence; an import's own opt-out the file may undo.
     let ada = users::get(&db, "+14155552671").await.unwrap().unwrap();
     assert_eq!(
-        (ada.consent.as_str(), ada.consent_source.as_deref()),
+        (
+            ada.consent.as_str(),
+            ada.consent_source.map(ConsentSource::as_str)
+        ),
         ("opted_out", Some("keyword"))
     );
     let changes: Vec<(String, String, String, bool)> = sqlx::query_as(

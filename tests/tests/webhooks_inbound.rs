@@ -1,5 +1,6 @@
 use axum::http::StatusCode;
 use e2e::webhooks_router;
+use shared::domain::ConsentSource;
 use shared::domain::consent::{DEFAULT_OPT_IN, DEFAULT_OPT_OUT};
 use shared::store::users;
 use sqlx::PgPool;
@@ -87,7 +88,10 @@ async fn every_keyword_changes_consent_and_is_recorded(db: PgPool) {
             assert_eq!(status, StatusCode::OK);
             let user = users::get(&db, "+14155552671").await.unwrap().unwrap();
             assert_eq!(user.consent, expected, "after {word:?}");
-            assert_eq!(user.consent_source.as_deref(), Some("keyword"));
+            assert_eq!(
+                user.consent_source.map(ConsentSource::as_str),
+                Some("keyword")
+            );
         }
     }
     // Every message changed consent, so every one left an event with its source.

@@ -1,5 +1,6 @@
 use axum::http::StatusCode;
 use e2e::{fixtures, status_params, webhooks_router};
+use shared::domain::ConsentSource;
 use shared::store::{messages, users};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -144,7 +145,10 @@ async fn error_21610_opts_the_recipient_out(db: PgPool) {
     .await;
     let user = users::get(&db, "+14155552671").await.unwrap().unwrap();
     assert_eq!(user.consent, "opted_out");
-    assert_eq!(user.consent_source.as_deref(), Some("twilio"));
+    assert_eq!(
+        user.consent_source.map(ConsentSource::as_str),
+        Some("twilio")
+    );
     let event: (String, String, Option<i64>) =
         sqlx::query_as("select from_consent, source, webhook_event_id from consent_events")
             .fetch_one(&db)

@@ -3,9 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use shared::domain::{CampaignAction, CampaignState, Topic};
+use shared::domain::{CampaignAction, CampaignState, QuietHours, QuietHoursError, Topic};
 use shared::http::ApiError;
 use shared::http::pagination::{Page, PageParams};
 use shared::segment::Segment;
@@ -80,15 +80,15 @@ impl Draft {
                 "default_timezone must be an IANA time zone name such as Europe/Paris",
             ));
         }
-        let time = |field: &str, v: &str| {
-            NaiveTime::parse_from_str(v, "%H:%M")
-                .map_err(|_| ApiError::unprocessable(field, format!("{field} must be HH:MM")))
-        };
         let quiet_hours = match (&self.quiet_hours_start, &self.quiet_hours_end) {
             (None, None) => None,
-            (Some(s), Some(e)) => {
-                Some((time("quiet_hours_start", s)?, time("quiet_hours_end", e)?))
-            }
+            (Some(start), Some(end)) => Some(QuietHours::parse(start, end).map_err(|e| {
+                let field = match e {
+                    QuietHoursError::Start(_) => "quiet_hours_start",
+                    QuietHoursError::End(_) | QuietHoursError::Empty(_) => "quiet_hours_end",
+                };
+                ApiError::unprocessable(field, e.to_string())
+            })?),
             (Some(_), None) => {
                 return Err(ApiError::unprocessable(
                     "quiet_hours_end",

@@ -235,7 +235,7 @@ pub async fn preview(
         .into_iter()
         .map(|u| SampleUser {
             phone_number: mask(&u.phone_number),
-            consent: u.consent,
+            consent: u.consent.as_str().to_owned(),
             attributes: u.attributes,
             last_inbound_at: u.last_inbound_at,
         })

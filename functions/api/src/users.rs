@@ -45,9 +45,9 @@ impl From<store::User> for UserView {
         Self {
             phone_number: u.phone_number,
             attributes: u.attributes,
-            consent: u.consent,
+            consent: u.consent.as_str().to_owned(),
             consent_changed_at: u.consent_changed_at,
-            consent_source: u.consent_source,
+            consent_source: u.consent_source.map(|s| s.as_str().to_owned()),
             wa_id: u.wa_id,
             profile_name: u.profile_name,
             last_inbound_at: u.last_inbound_at,

@@ -125,6 +125,13 @@ impl FromStr for CampaignState {
     }
 }
 
+/// Compares with the stored name (`status == "sent"`), as rows and tests read.
+impl PartialEq<&str> for CampaignState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::CampaignAction::*;

@@ -232,6 +232,13 @@ fn normalize(s: &str) -> String {
         .to_uppercase()
 }
 
+/// Compares with the stored name (`status == "sent"`), as rows and tests read.
+impl PartialEq<&str> for Consent {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,5 +9,5 @@ pub mod status;
 pub use campaign::{CampaignAction, CampaignState, InvalidTransition};
 pub use consent::{Consent, ConsentKeywords, ConsentSource, Topic};
 pub use phone::{PhoneError, PhoneNumber, Region};
-pub use quiet_hours::QuietHours;
+pub use quiet_hours::{QuietHours, QuietHoursError};
 pub use status::MessageStatus;

@@ -3,6 +3,33 @@
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
+/// Why an operator's quiet hours were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuietHoursError {
+    #[error("{0:?} is not a time of day as HH:MM (00:00 to 23:59)")]
+    Start(String),
+    #[error("{0:?} is not a time of day as HH:MM (00:00 to 23:59)")]
+    End(String),
+    #[error("quiet hours from {0} to {0} are empty: give two different times, or none")]
+    Empty(String),
+}
+
+/// `HH:MM` exactly: two digits each, hour below 24.
+fn parse_hh_mm(s: &str) -> Option<NaiveTime> {
+    let b = s.as_bytes();
+    let digit = |i: usize| {
+        b.get(i)
+            .filter(|c| c.is_ascii_digit())
+            .map(|c| u32::from(c - b'0'))
+    };
+    if b.len() != 5 || b[2] != b':' {
+        return None;
+    }
+    let hour = digit(0)? * 10 + digit(1)?;
+    let minute = digit(3)? * 10 + digit(4)?;
+    NaiveTime::from_hms_opt(hour, minute, 0)
+}
+
 /// `[start, end)` in local time; crosses midnight when `start > end` (22:00–08:00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuietHours {
@@ -16,13 +43,22 @@ impl QuietHours {
         (start != end).then_some(Self { start, end })
     }
 
-    /// Parses `"22:00"`-style times.
-    pub fn parse(start: &str, end: &str) -> Result<Option<Self>, String> {
-        let t = |s: &str| {
-            NaiveTime::parse_from_str(s.trim(), "%H:%M")
-                .map_err(|_| format!("{s:?} is not a time of day as HH:MM"))
-        };
-        Ok(Self::new(t(start)?, t(end)?))
+    /// Parses an operator's window, `HH:MM` each (two digits, 00:00 to
+    /// 23:59, nothing around them). Refuses an empty window (`start == end`):
+    /// an operator who wrote one meant something, and it is not "none".
+    pub fn parse(start: &str, end: &str) -> Result<Self, QuietHoursError> {
+        let start = parse_hh_mm(start).ok_or_else(|| QuietHoursError::Start(start.to_owned()))?;
+        let end = parse_hh_mm(end).ok_or_else(|| QuietHoursError::End(end.to_owned()))?;
+        Self::new(start, end)
+            .ok_or_else(|| QuietHoursError::Empty(start.format("%H:%M").to_string()))
+    }
+
+    pub fn start(&self) -> NaiveTime {
+        self.start
+    }
+
+    pub fn end(&self) -> NaiveTime {
+        self.end
     }
 
     fn contains(&self, t: NaiveTime) -> bool {
@@ -101,7 +137,7 @@ mod tests {
     }
 
     fn night() -> QuietHours {
-        QuietHours::parse("22:00", "08:00").unwrap().unwrap()
+        QuietHours::parse("22:00", "08:00").unwrap()
     }
 
     #[test]
@@ -128,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_window_within_one_day() {
-        let q = QuietHours::parse("12:00", "14:00").unwrap().unwrap();
+        let q = QuietHours::parse("12:00", "14:00").unwrap();
         let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
         // 12:30 IST (UTC+5:30) → 14:00 IST = 08:30Z.
         assert_eq!(
@@ -147,7 +183,7 @@ mod tests {
             Some(utc("2026-03-08T12:00:00Z"))
         );
         // A window ending inside the gap ends when the clock resumes (03:00 EDT = 07:00Z).
-        let q = QuietHours::parse("01:00", "02:30").unwrap().unwrap();
+        let q = QuietHours::parse("01:00", "02:30").unwrap();
         assert_eq!(
             q.defer_until(utc("2026-03-08T06:30:00Z"), ny),
             Some(utc("2026-03-08T07:00:00Z"))
@@ -163,7 +199,7 @@ mod tests {
             Some(utc("2026-10-25T08:00:00Z"))
         );
         // An end time that happens twice (01:30), seen from before it: its first occurrence (00:30Z, still BST).
-        let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
+        let q = QuietHours::parse("00:00", "01:30").unwrap();
         assert_eq!(
             q.defer_until(utc("2026-10-24T23:30:00Z"), london),
             Some(utc("2026-10-25T00:30:00Z"))
@@ -175,7 +211,7 @@ mod tests {
         // 01:15Z is 01:15 GMT, the second pass of London's repeated hour: the first
         // 01:30 (00:30Z) is already past, so the window ends at the second (01:30Z).
         let london: Tz = "Europe/London".parse().unwrap();
-        let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
+        let q = QuietHours::parse("00:00", "01:30").unwrap();
         let now = utc("2026-10-25T01:15:00Z");
         assert_eq!(
             q.defer_until(now, london),
@@ -187,7 +223,7 @@ mod tests {
     fn new_york_fall_back_during_the_repeated_hour_ends_at_the_second_occurrence() {
         // New York repeats 01:00–02:00 on 2026-11-01: 06:10Z is 01:10 EST (second pass).
         let ny: Tz = "America/New_York".parse().unwrap();
-        let q = QuietHours::parse("22:00", "01:30").unwrap().unwrap();
+        let q = QuietHours::parse("22:00", "01:30").unwrap();
         let now = utc("2026-11-01T06:10:00Z");
         assert_eq!(q.defer_until(now, ny), Some(utc("2026-11-01T06:30:00Z")));
         // The first pass (05:10Z = 01:10 EDT) ends at the first 01:30 (05:30Z).
@@ -202,7 +238,7 @@ mod tests {
         // London skips 01:00–02:00 on 2026-03-29: 00:30Z is 00:30 GMT; 01:30 does not
         // exist, so the window ends at 02:00 BST = 01:00Z.
         let london: Tz = "Europe/London".parse().unwrap();
-        let q = QuietHours::parse("00:00", "01:30").unwrap().unwrap();
+        let q = QuietHours::parse("00:00", "01:30").unwrap();
         assert_eq!(
             q.defer_until(utc("2026-03-29T00:30:00Z"), london),
             Some(utc("2026-03-29T01:00:00Z"))
@@ -214,7 +250,7 @@ mod tests {
         // New York skips 02:00–03:00 on 2026-03-08: 06:30Z is 01:30 EST; 02:30 does not
         // exist, so the window ends at 03:00 EDT = 07:00Z.
         let ny: Tz = "America/New_York".parse().unwrap();
-        let q = QuietHours::parse("01:00", "02:30").unwrap().unwrap();
+        let q = QuietHours::parse("01:00", "02:30").unwrap();
         assert_eq!(
             q.defer_until(utc("2026-03-08T06:30:00Z"), ny),
             Some(utc("2026-03-08T07:00:00Z"))
@@ -233,7 +269,23 @@ mod tests {
 
     #[test]
     fn empty_and_malformed_windows() {
-        assert_eq!(QuietHours::parse("08:00", "08:00").unwrap(), None);
+        assert_eq!(
+            QuietHours::parse("08:00", "08:00"),
+            Err(QuietHoursError::Empty("08:00".into()))
+        );
+        for bad in [
+            "8:00", " 08:00", "08:00 ", "24:00", "12:60", "12-00", "1200", "ab:cd", "",
+        ] {
+            assert_eq!(
+                QuietHours::parse(bad, "08:00"),
+                Err(QuietHoursError::Start(bad.into())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            QuietHours::parse("23:59", "00:00").map(|q| (q.start(), q.end())),
+            Ok((NaiveTime::from_hms_opt(23, 59, 0).unwrap(), NaiveTime::MIN))
+        );
         assert!(QuietHours::parse("25:00", "08:00").is_err());
     }
 

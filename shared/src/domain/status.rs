@@ -135,6 +135,13 @@ impl FromStr for MessageStatus {
     }
 }
 
+/// Compares with the stored name (`status == "sent"`), as rows and tests read.
+impl PartialEq<&str> for MessageStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -313,7 +313,7 @@ mod tests {
             campaign_id: Uuid::nil(),
             phone_number: "+14155552671".into(),
             claims: 1,
-            status: "sending".into(),
+            status: MessageStatus::Sending,
             sending_at: Some(sending_at.parse().unwrap()),
             body: body.map(str::to_owned),
             resends: 0,
@@ -380,7 +380,7 @@ mod tests {
             not_found(&m, at("2026-11-30T10:02:01Z"), window),
             Some(Settlement::NotFound)
         );
-        m.status = "sent".into();
+        m.status = MessageStatus::Sent;
         assert_eq!(
             not_found(&m, at("2026-11-30T10:02:01Z"), window),
             Some(Settlement::SidNotFound)

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{Consent, ConsentSource, PhoneNumber, QuietHours};
+use crate::domain::{CampaignState, Consent, ConsentSource, PhoneNumber, QuietHours};
 use crate::ratelimit::{Decision as Rate, Limit, Limiter};
 use crate::store::campaigns;
 use crate::store::messages::outbox::{self, ClaimedMessage, Ending, Finish};
@@ -106,15 +106,15 @@ pub fn decide(
     now: DateTime<Utc>,
     settings: &SenderSettings,
 ) -> Decision {
-    match c.campaign_state.as_str() {
-        "cancelled" => {
+    match c.campaign_state {
+        CampaignState::Cancelled => {
             return end(
                 Ending::Skipped,
                 "cancelled",
                 json!({"campaign": "cancelled"}),
             );
         }
-        "paused" => {
+        CampaignState::Paused => {
             let until =
                 now + chrono::Duration::from_std(settings.paused_recheck).unwrap_or_default();
             return end(
@@ -125,8 +125,8 @@ pub fn decide(
         }
         _ => {}
     }
-    if c.consent.as_deref() != Some(Consent::OptedIn.as_str()) {
-        let consent = c.consent.as_deref().unwrap_or("no such user");
+    if c.consent != Some(Consent::OptedIn) {
+        let consent = c.consent.map_or("no such user", Consent::as_str);
         return end(
             Ending::Skipped,
             "skipped_no_consent",

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::CampaignState;
+use crate::domain::{CampaignState, QuietHours};
 use crate::store::PageKey;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
@@ -18,7 +18,8 @@ pub struct Campaign {
     pub segment_id: Uuid,
     pub template_id: Uuid,
     /// `draft`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: CampaignState,
     /// When sending may start; set to the launch time when left empty.
     pub starts_at: Option<DateTime<Utc>>,
     pub rate_per_second: i32,
@@ -41,8 +42,6 @@ pub struct Campaign {
 impl Campaign {
     pub fn state(&self) -> CampaignState {
         self.state
-            .parse()
-            .expect("campaigns.state is constrained to valid values")
     }
 }
 
@@ -65,7 +64,7 @@ pub struct CampaignFields {
     pub template_id: Uuid,
     pub starts_at: Option<DateTime<Utc>>,
     pub rate_per_second: i32,
-    pub quiet_hours: Option<(NaiveTime, NaiveTime)>,
+    pub quiet_hours: Option<QuietHours>,
     pub default_timezone: String,
     pub frequency_cap: Option<i32>,
     pub max_attempts: i32,
@@ -86,8 +85,8 @@ pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campa
     .bind(c.template_id)
     .bind(c.starts_at)
     .bind(c.rate_per_second)
-    .bind(c.quiet_hours.map(|q| q.0))
-    .bind(c.quiet_hours.map(|q| q.1))
+    .bind(c.quiet_hours.map(|q| q.start()))
+    .bind(c.quiet_hours.map(|q| q.end()))
     .bind(&c.default_timezone)
     .bind(c.frequency_cap)
     .bind(c.max_attempts)
@@ -156,8 +155,8 @@ pub async fn update_draft(
     .bind(c.template_id)
     .bind(c.starts_at)
     .bind(c.rate_per_second)
-    .bind(c.quiet_hours.map(|q| q.0))
-    .bind(c.quiet_hours.map(|q| q.1))
+    .bind(c.quiet_hours.map(|q| q.start()))
+    .bind(c.quiet_hours.map(|q| q.end()))
     .bind(&c.default_timezone)
     .bind(c.frequency_cap)
     .bind(c.max_attempts)

@@ -19,7 +19,7 @@ pub struct Message {
     pub id: Uuid,
     pub campaign_id: Uuid,
     pub phone_number: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub status_rank: i16,
     pub body: Option<String>,
     pub twilio_sid: Option<String>,
@@ -36,8 +36,6 @@ pub struct Message {
 impl Message {
     pub fn status(&self) -> MessageStatus {
         self.status
-            .parse()
-            .expect("messages.status is constrained to valid values")
     }
 }
 
@@ -142,7 +140,9 @@ pub struct MessageRecord {
     pub id: Uuid,
     pub campaign_id: Uuid,
     pub phone_number: String,
-    pub status: String,
+    /// Ours (`pending`, `queued`, `sending`, `skipped`) or Twilio's.
+    #[schema(value_type = String)]
+    pub status: MessageStatus,
     pub body: Option<String>,
     pub content_sid: Option<String>,
     #[schema(value_type = Option<Object>)]

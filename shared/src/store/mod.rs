@@ -9,6 +9,7 @@ pub mod inbound_messages;
 pub mod messages;
 pub mod segments;
 pub mod templates;
+mod types;
 pub mod users;
 pub mod webhook_events;
 

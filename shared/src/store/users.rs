@@ -10,9 +10,9 @@ use crate::domain::{Consent, ConsentSource, PhoneNumber};
 pub struct User {
     pub phone_number: String,
     pub attributes: serde_json::Value,
-    pub consent: String,
+    pub consent: Consent,
     pub consent_changed_at: Option<DateTime<Utc>>,
-    pub consent_source: Option<String>,
+    pub consent_source: Option<ConsentSource>,
     pub wa_id: Option<String>,
     pub profile_name: Option<String>,
     pub last_inbound_at: Option<DateTime<Utc>>,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::MessageStatus;
+use crate::domain::{CampaignState, Consent, MessageStatus};
 
 /// A claimed message and what the sender decides with.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -20,7 +20,7 @@ pub struct ClaimedMessage {
     pub phone_number: String,
     /// Twilio send requests made before this claim.
     pub attempts: i32,
-    pub campaign_state: String,
+    pub campaign_state: CampaignState,
     pub rate_per_second: i32,
     pub quiet_hours_start: Option<NaiveTime>,
     pub quiet_hours_end: Option<NaiveTime>,
@@ -36,7 +36,7 @@ pub struct ClaimedMessage {
     pub content_sid: Option<String>,
     pub content_variables: Option<Value>,
     /// `None` when the user no longer exists.
-    pub consent: Option<String>,
+    pub consent: Option<Consent>,
     pub attributes: Option<Value>,
     pub profile_name: Option<String>,
     pub last_inbound_at: Option<DateTime<Utc>>,
@@ -183,13 +183,34 @@ pub async fn finish(
     let (status, sid, until, code, message, reconcile_at) = match &f.ending {
         Ending::Sent {
             sid, reconcile_at, ..
-        } => (MessageStatus::Sent, sid.as_ref(), None, None, None, *reconcile_at),
+        } => (
+            MessageStatus::Sent,
+            sid.as_ref(),
+            None,
+            None,
+            None,
+            *reconcile_at,
+        ),
         Ending::Skipped => (MessageStatus::Skipped, None, None, None, None, None),
-        Ending::Deferred { until } => (MessageStatus::Pending, None, Some(*until), None, None, None),
-        Ending::Failed { code, message } => (MessageStatus::Failed, None, None, *code, Some(message), None),
-        Ending::Unknown { reconcile_at } => {
-            (MessageStatus::Sending, None, None, None, None, Some(*reconcile_at))
+        Ending::Deferred { until } => {
+            (MessageStatus::Pending, None, Some(*until), None, None, None)
         }
+        Ending::Failed { code, message } => (
+            MessageStatus::Failed,
+            None,
+            None,
+            *code,
+            Some(message),
+            None,
+        ),
+        Ending::Unknown { reconcile_at } => (
+            MessageStatus::Sending,
+            None,
+            None,
+            None,
+            None,
+            Some(*reconcile_at),
+        ),
         Ending::Released => (MessageStatus::Queued, None, None, None, None, None),
     };
     let (body, content_variables) = f.rendered.clone().unwrap_or((None, None));

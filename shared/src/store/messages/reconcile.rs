@@ -18,7 +18,7 @@ pub struct Unsettled {
     pub phone_number: String,
     /// The claim that sent (or may have sent) it.
     pub claims: i32,
-    pub status: String,
+    pub status: MessageStatus,
     pub sending_at: Option<DateTime<Utc>>,
     /// The body sent, when it was sent as a body and the sender got as far as
     /// recording it (a content template's text is Twilio's to render).
@@ -30,7 +30,7 @@ pub struct Unsettled {
 impl Unsettled {
     /// Still `sending`: Twilio may or may not hold it.
     pub fn is_sending(&self) -> bool {
-        self.status == MessageStatus::Sending.as_str()
+        self.status == MessageStatus::Sending
     }
 }
 
