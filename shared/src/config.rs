@@ -63,6 +63,24 @@ impl Env {
         }
     }
 
+    /// This environment over `defaults`: a variable set here wins, one set
+    /// only in `defaults` is taken from there. How the local stack gives
+    /// every function its embedded defaults and still builds each function's
+    /// configuration the one way the function's binary does.
+    pub fn with_defaults<K: Into<String>, V: Into<String>>(
+        &self,
+        defaults: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut vars = self.vars.clone();
+        for (k, v) in defaults {
+            let k = k.into();
+            if self.raw(&k).is_none() {
+                vars.insert(k, v.into());
+            }
+        }
+        Self { vars }
+    }
+
     /// The raw value, with an empty value treated as unset.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.vars

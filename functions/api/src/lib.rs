@@ -77,6 +77,12 @@ impl AppState {
     }
 }
 
+/// The function as its binary serves it (without the health routes, which
+/// the server adds): what the local stack composes.
+pub fn app(config: &Config, db: PgPool) -> Router {
+    router(AppState::new(db, config))
+}
+
 /// Every `/v1` operation, with its OpenAPI description.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::engine::fanout::{self, FanoutSettings, TickReport};
 use shared::engine::reconcile::{self, ReconcileReport, ReconcileSettings};
-use shared::gcp::{PubSubConfig, TaskPublisher};
+use shared::gcp::TaskPublisher;
 use shared::http::ApiError;
 use shared::twilio::{TwilioClient, TwilioConfig};
 use sqlx::PgPool;
@@ -61,7 +61,6 @@ pub fn settings_from_env(env: &Env) -> Result<FanoutSettings, ConfigError> {
 pub struct Config {
     pub port: u16,
     pub database: DatabaseConfig,
-    pub pubsub: PubSubConfig,
     pub settings: FanoutSettings,
     /// The Messages API that reconciliation reads.
     pub twilio: TwilioConfig,
@@ -79,7 +78,6 @@ impl Config {
                 statement_timeout_ms: env.or("DATABASE_STATEMENT_TIMEOUT_MS", 300_000)?,
                 ..DatabaseConfig::from_env(env)?
             },
-            pubsub: PubSubConfig::from_env(env)?,
             settings: settings_from_env(env)?,
             twilio: TwilioConfig::from_env(env)?,
             reconcile: reconcile_settings_from_env(env)?,
@@ -95,6 +93,24 @@ pub struct AppState<P> {
     /// Reconciliation runs at the start of each tick when Twilio is configured.
     pub twilio: Option<TwilioClient>,
     pub reconcile: ReconcileSettings,
+}
+
+/// The function (without the health routes, which the server adds) over
+/// its dependencies: the database and where send tasks go (Pub/Sub in
+/// production, an in-process queue on the local stack). What the local
+/// stack composes.
+pub fn app<P: TaskPublisher + Send + Sync + 'static>(
+    config: &Config,
+    db: PgPool,
+    publisher: P,
+) -> anyhow::Result<Router> {
+    Ok(router(Arc::new(AppState {
+        db,
+        publisher,
+        settings: config.settings.clone(),
+        twilio: Some(TwilioClient::new(config.twilio.clone())?),
+        reconcile: config.reconcile.clone(),
+    })))
 }
 
 /// `POST /tick` and `POST /reconcile`.

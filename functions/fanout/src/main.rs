@@ -1,24 +1,18 @@
-use std::sync::Arc;
-
 use shared::config::load_or_exit;
-use shared::gcp::PubSubPublisher;
+use shared::gcp::{PubSubConfig, PubSubPublisher};
 use shared::http::server::{serve, with_standard_routes};
-use shared::twilio::TwilioClient;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let config = load_or_exit(fanout::Config::from_env);
+    // Pub/Sub is the binary's dependency (the local stack gives the function
+    // an in-process queue instead).
+    let pubsub = load_or_exit(PubSubConfig::from_env);
     let db = shared::db::pool(&config.database)?;
-    let publisher = PubSubPublisher::from_config(&config.pubsub).await?;
-    let state = Arc::new(fanout::AppState {
-        db: db.clone(),
-        publisher,
-        settings: config.settings.clone(),
-        twilio: Some(TwilioClient::new(config.twilio.clone())?),
-        reconcile: config.reconcile.clone(),
-    });
-    let app = with_standard_routes(fanout::router(state), db, config.gcp_project.clone());
+    let publisher = PubSubPublisher::from_config(&pubsub).await?;
+    let app = fanout::app(&config, db.clone(), publisher)?;
+    let app = with_standard_routes(app, db, config.gcp_project.clone());
     serve(app, config.port).await?;
     Ok(())
 }

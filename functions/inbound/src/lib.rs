@@ -120,6 +120,12 @@ impl FromRef<AppState> for Arc<WebhookAuth> {
     }
 }
 
+/// The function as its binary serves it (without the health routes, which
+/// the server adds): what the local stack composes.
+pub fn app(config: &Config, db: PgPool) -> Router {
+    router(AppState::new(db, config))
+}
+
 /// `POST /webhooks/inbound`.
 pub fn router(state: AppState) -> Router {
     Router::new()

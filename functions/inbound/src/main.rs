@@ -6,8 +6,11 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let config = load_or_exit(inbound::Config::from_env);
     let db = shared::db::pool(&config.database)?;
-    let state = inbound::AppState::new(db.clone(), &config);
-    let app = with_standard_routes(inbound::router(state), db, config.gcp_project.clone());
+    let app = with_standard_routes(
+        inbound::app(&config, db.clone()),
+        db,
+        config.gcp_project.clone(),
+    );
     serve(app, config.port).await?;
     Ok(())
 }

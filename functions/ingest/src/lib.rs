@@ -89,6 +89,12 @@ impl AppState {
     }
 }
 
+/// The function as its binary serves it (without the health routes, which
+/// the server adds): what the local stack composes.
+pub async fn app(config: &Config, db: PgPool) -> anyhow::Result<Router> {
+    Ok(router(AppState::new(db, config).await?))
+}
+
 /// `POST /` (Eventarc CloudEvent) and `POST /pubsub/push` (Cloud Storage
 /// notification through a Pub/Sub push subscription).
 pub fn router(state: AppState) -> Router {

@@ -6,8 +6,11 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let config = load_or_exit(ingest::Config::from_env);
     let db = shared::db::pool(&config.database)?;
-    let state = ingest::AppState::new(db.clone(), &config).await?;
-    let app = with_standard_routes(ingest::router(state), db, config.gcp_project.clone());
+    let app = with_standard_routes(
+        ingest::app(&config, db.clone()).await?,
+        db,
+        config.gcp_project.clone(),
+    );
     serve(app, config.port).await?;
     Ok(())
 }

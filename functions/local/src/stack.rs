@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use shared::config::{DatabaseConfig, Env, Secret, TwilioWebhookConfig};
-use shared::engine::fanout::FanoutSettings;
-use shared::engine::send::SendEngine;
+use shared::config::{DatabaseConfig, Env, RedisConfig};
 use shared::gcp::{PubSubConfig, PubSubPublisher, PublishError, SendTask, TaskPublisher};
 use shared::ratelimit::Limiter;
-use shared::twilio::{TwilioClient, TwilioConfig};
 use sqlx::PgPool;
 
 use crate::inbox::{Inbox, LOCAL_BUCKET};
@@ -95,70 +92,90 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     let base_url = format!("http://127.0.0.1:{port}");
     let mut services = vec![];
 
+    // What stands in for each outside service. Its settings go into the
+    // environment as defaults (a variable set in the process wins), and every
+    // function then builds its configuration the one way its binary does.
+    let mut defaults: Vec<(&str, String)> = vec![
+        ("PORT", port.to_string()),
+        // The ticker comes every second: a tick does one round and returns.
+        ("FANOUT_TICK_SECONDS", "0".into()),
+    ];
+
     // PostgreSQL.
-    let (database, postgres) = match env.raw("DATABASE_URL") {
+    let postgres = match env.raw("DATABASE_URL") {
         Some(_) => {
             services.push(("PostgreSQL", "DATABASE_URL".to_owned()));
-            (DatabaseConfig::from_env(env)?, None)
+            None
         }
         None => {
             let dir = data_dir(env).join("postgres");
-            let pg = EmbeddedPostgres::new(dir.clone(), env.or("LOCAL_PG_PORT", 54329)?)?;
+            let pg_port: u16 = env.or("LOCAL_PG_PORT", 54329)?;
+            let pg = EmbeddedPostgres::new(dir.clone(), pg_port)?;
             pg.start()?;
             ensure_database(&pg.url("postgres"), "ese").await?;
             services.push((
                 "PostgreSQL",
-                format!(
-                    "private cluster in {} on port {}",
-                    dir.display(),
-                    env.or("LOCAL_PG_PORT", 54329u16)?
-                ),
+                format!("private cluster in {} on port {pg_port}", dir.display()),
             ));
-            let url = pg.url("ese");
-            (
-                DatabaseConfig {
-                    url: Secret::new(url),
-                    max_connections: 20,
-                    statement_timeout_ms: env.or("DATABASE_STATEMENT_TIMEOUT_MS", 30_000)?,
-                },
-                Some(pg),
-            )
+            defaults.push(("DATABASE_URL", pg.url("ese")));
+            defaults.push(("DATABASE_MAX_CONNECTIONS", "20".into()));
+            Some(pg)
         }
     };
-    let db = shared::db::pool(&database)?;
-    shared::db::migrate(&db)
-        .await
-        .context("applying migrations")?;
 
     // Twilio: the real API with credentials, else the simulator on this port.
     let real_twilio = env.raw("TWILIO_ACCOUNT_SID").is_some();
-    let twilio_env = if real_twilio {
-        env.clone()
+    if real_twilio {
+        services.push(("Twilio", "real API (TWILIO_ACCOUNT_SID)".into()));
     } else {
-        Env::from_pairs([
+        defaults.extend([
             ("TWILIO_ACCOUNT_SID", LOCAL_ACCOUNT_SID.to_owned()),
             ("TWILIO_AUTH_TOKEN", LOCAL_AUTH_TOKEN.to_owned()),
             ("TWILIO_WHATSAPP_FROM", LOCAL_WHATSAPP_FROM.to_owned()),
             ("TWILIO_API_BASE", format!("{base_url}/sim/twilio")),
             ("PUBLIC_BASE_URL", base_url.clone()),
-        ])
-    };
-    let twilio_config = TwilioConfig::from_env(&twilio_env)?;
-    let webhook_config = TwilioWebhookConfig::from_env(&twilio_env)?;
-    services.push((
-        "Twilio",
-        if real_twilio {
-            "real API (TWILIO_ACCOUNT_SID)".into()
-        } else {
-            format!("simulated at {base_url}/sim/twilio")
-        },
-    ));
+        ]);
+        services.push(("Twilio", format!("simulated at {base_url}/sim/twilio")));
+    }
 
-    // Redis.
+    // The /v1 API, with a development key unless one is given.
+    let api_key = env.or("LOCAL_API_KEY", "local-dev-api-key".to_owned())?;
+    defaults.push(("API_KEYS", shared::http::auth::ApiKeys::hash(&api_key)));
+
+    // Cloud Storage: the real bucket when IMPORT_BUCKET is set (its events reach
+    // /ingest from a push subscription or by hand), else the inbox folder,
+    // delivered to ingest as CloudEvents.
+    let inbox = Inbox::new(&data_dir(env))?;
+    let real_bucket = env.raw("IMPORT_BUCKET").map(str::to_owned);
+    match &real_bucket {
+        Some(bucket) => services.push((
+            "Cloud Storage",
+            format!("bucket {bucket} (IMPORT_BUCKET); events to {base_url}/ingest"),
+        )),
+        None => {
+            defaults.push(("IMPORT_BUCKET", LOCAL_BUCKET.to_owned()));
+            defaults.push((
+                "IMPORT_LOCAL_DIR",
+                inbox.objects.to_string_lossy().into_owned(),
+            ));
+            services.push((
+                "Cloud Storage",
+                format!("inbox folder {}", inbox.inbox.display()),
+            ));
+        }
+    }
+    let env = env.with_defaults(defaults);
+
+    let db = shared::db::pool(&DatabaseConfig::from_env(&env)?)?;
+    shared::db::migrate(&db)
+        .await
+        .context("applying migrations")?;
+
+    // Redis: a dependency of the sender, not a URL, when embedded.
     let limiter = match env.raw("REDIS_URL") {
         Some(_) => {
             services.push(("Redis", "REDIS_URL".into()));
-            Limiter::from_config(&shared::config::RedisConfig::from_env(env)?).await?
+            Limiter::from_config(&RedisConfig::from_env(&env)?).await?
         }
         None => {
             services.push(("Redis", "in-process rate limiter".into()));
@@ -166,102 +183,33 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         }
     };
 
-    // Pub/Sub.
+    // Pub/Sub: a dependency of the fan-out, likewise.
     let publisher = if env.raw("SEND_TOPIC").is_some() {
         services.push(("Pub/Sub", "SEND_TOPIC".into()));
-        LocalPublisher::PubSub(PubSubPublisher::from_config(&PubSubConfig::from_env(env)?).await?)
+        LocalPublisher::PubSub(PubSubPublisher::from_config(&PubSubConfig::from_env(&env)?).await?)
     } else {
         services.push(("Pub/Sub", "in-process queue pushing to /pubsub/push".into()));
         LocalPublisher::Queue(InProcessQueue::start(format!("{base_url}/pubsub/push")))
     };
 
-    let inbound_config = inbound::Config {
-        port,
-        database: database.clone(),
-        twilio: webhook_config.clone(),
-        default_region: shared::config::default_region(env)?,
-        keywords: shared::config::consent_keywords(env),
-        replies: inbound::ConsentReplies::from_env(env),
-        gcp_project: None,
-    };
-    let sender_settings =
-        ::sender::settings_from_env(env, shared::engine::send::SenderSettings::default())?;
-    let twilio = TwilioClient::new(twilio_config)?;
-    let sender = Arc::new(SendEngine::new(
-        db.clone(),
-        twilio.clone(),
-        limiter,
-        sender_settings,
-    ));
-    let fanout_state = Arc::new(fanout::AppState {
-        db: db.clone(),
-        publisher,
-        settings: FanoutSettings {
-            run_for: Duration::ZERO,
-            ..fanout::settings_from_env(env)?
-        },
-        twilio: Some(twilio),
-        reconcile: fanout::reconcile_settings_from_env(env)?,
-    });
-
-    // The /v1 API, with a development key unless one is given.
-    let api_key = env.or("LOCAL_API_KEY", "local-dev-api-key".to_owned())?;
-    let api_config = api::Config {
-        port,
-        database: database.clone(),
-        api_keys: shared::http::auth::ApiKeys::from_hashes(&[shared::http::auth::ApiKeys::hash(
-            &api_key,
-        )])
-        .map_err(anyhow::Error::msg)?,
-        default_region: shared::config::default_region(env)?,
-        gcp_project: None,
-    };
-
-    // Cloud Storage: the real bucket when IMPORT_BUCKET is set (its events reach
-    // /ingest from a push subscription or by hand), else the inbox folder,
-    // delivered to ingest as CloudEvents.
-    let inbox = Inbox::new(&data_dir(env))?;
-    let real_bucket = env.raw("IMPORT_BUCKET").map(str::to_owned);
-    let (import_bucket, objects) = match &real_bucket {
-        Some(bucket) => (bucket.clone(), shared::gcp::ObjectsConfig::from_env(env)?),
-        None => (
-            LOCAL_BUCKET.to_owned(),
-            shared::gcp::ObjectsConfig::Local {
-                root: inbox.objects.clone(),
-            },
-        ),
-    };
-    let ingest_config = ingest::Config {
-        port,
-        database: database.clone(),
-        import_bucket,
-        objects,
-        default_region: shared::config::default_region(env)?,
-        max_import_bytes: env.or("MAX_IMPORT_BYTES", 2u64 << 30)?,
-        gcp_project: None,
-    };
-    let ingest_state = ingest::AppState::new(db.clone(), &ingest_config).await?;
-    services.push((
-        "Cloud Storage",
-        match &real_bucket {
-            Some(bucket) => format!("bucket {bucket} (IMPORT_BUCKET); events to {base_url}/ingest"),
-            None => format!("inbox folder {}", inbox.inbox.display()),
-        },
-    ));
-
     let mut app = Router::new()
-        .merge(inbound::router(inbound::AppState::new(
+        .merge(inbound::app(&inbound::Config::from_env(&env)?, db.clone()))
+        .merge(status::app(&status::Config::from_env(&env)?, db.clone()))
+        .merge(::sender::app(
+            &::sender::Config::from_env(&env)?,
             db.clone(),
-            &inbound_config,
-        )))
-        .merge(status::router(status::AppState::new(
+            limiter,
+        )?)
+        .merge(fanout::app(
+            &fanout::Config::from_env(&env)?,
             db.clone(),
-            &webhook_config,
-        )))
-        .merge(::sender::router(sender))
-        .merge(fanout::router(fanout_state))
-        .merge(api::router(api::AppState::new(db.clone(), &api_config)))
-        .nest("/ingest", ingest::router(ingest_state));
+            publisher,
+        )?)
+        .merge(api::app(&api::Config::from_env(&env)?, db.clone()))
+        .nest(
+            "/ingest",
+            ingest::app(&ingest::Config::from_env(&env)?, db.clone()).await?,
+        );
     if !real_twilio {
         let sim = SimulatedTwilio::new(
             LOCAL_ACCOUNT_SID.into(),

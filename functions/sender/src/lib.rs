@@ -18,6 +18,7 @@ use shared::http::ApiError;
 use shared::http::server::{serve, with_standard_routes};
 use shared::ratelimit::Limiter;
 use shared::twilio::{TwilioClient, TwilioConfig};
+use sqlx::PgPool;
 
 /// The variables this binary cannot start without.
 pub const REQUIRED_ENV: &[&str] = &[
@@ -34,7 +35,6 @@ pub struct Config {
     pub port: u16,
     pub database: DatabaseConfig,
     pub twilio: TwilioConfig,
-    pub redis: RedisConfig,
     pub settings: SenderSettings,
     pub gcp_project: Option<String>,
 }
@@ -59,7 +59,6 @@ impl Config {
             port: config::port(env)?,
             database: DatabaseConfig::from_env(env)?,
             twilio,
-            redis: RedisConfig::from_env(env)?,
             settings,
             gcp_project: config::gcp_project(env),
         })
@@ -107,19 +106,29 @@ pub fn settings_from_env(
     Ok(settings)
 }
 
-/// Serves the sender as its binary does: the database, the Redis rate
-/// limiter and Twilio from `config`, on `config.port` until SIGTERM.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let db = shared::db::pool(&config.database)?;
-    let limiter = Limiter::from_config(&config.redis).await?;
+/// The function (without the health routes, which the server adds) over
+/// its dependencies: the database and the rate limiter (Redis in
+/// production, in-process on the local stack). What the local stack composes.
+pub fn app(config: &Config, db: PgPool, limiter: Limiter) -> anyhow::Result<Router> {
     let twilio = TwilioClient::new(config.twilio.clone())?;
-    let state = Arc::new(SendEngine::new(
-        db.clone(),
+    Ok(router(Arc::new(SendEngine::new(
+        db,
         twilio,
         limiter,
         config.settings.clone(),
-    ));
-    let app = with_standard_routes(router(state), db, config.gcp_project.clone());
+    ))))
+}
+
+/// Serves the sender as its binary does: the Redis rate limiter from
+/// `redis`, on `config.port` until SIGTERM.
+pub async fn run(config: Config, redis: RedisConfig) -> anyhow::Result<()> {
+    let db = shared::db::pool(&config.database)?;
+    let limiter = Limiter::from_config(&redis).await?;
+    let app = with_standard_routes(
+        app(&config, db.clone(), limiter)?,
+        db,
+        config.gcp_project.clone(),
+    );
     serve(app, config.port).await?;
     Ok(())
 }
