@@ -287,17 +287,18 @@ async fn wait_for_import(api: &Api, object: &str, timeout: Duration) -> anyhow::
 /// Twilio and waiting for its callbacks. Deferred ones are accounted for:
 /// their decision says why and until when.
 async fn open_count(db: &PgPool, campaign: &str) -> anyhow::Result<(i64, i64)> {
-    let row: (i64, i64) = sqlx::query_as(
-        "select count(*),
+    let row = sqlx::query!(
+        r#"select count(*) as "total!",
                 count(*) filter (where m.status in ('queued', 'sending', 'sent', 'accepted', 'scheduled')
                    or (m.status = 'pending' and not exists (
                        select 1 from decisions d where d.message_id = m.id and d.decision like 'deferred%')))
-         from messages m where m.campaign_id = $1::uuid",
+                   as "open!"
+         from messages m where m.campaign_id = $1::text::uuid"#,
+        campaign
     )
-    .bind(campaign)
     .fetch_one(db)
     .await?;
-    Ok(row)
+    Ok((row.total, row.open))
 }
 
 async fn watch(api: &Api, db: &PgPool, campaign: &str, timeout: Duration) -> anyhow::Result<bool> {
@@ -376,13 +377,16 @@ async fn print_summary(
 ) -> anyhow::Result<()> {
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     let status = |k: &str| n(&stats["by_status"][k]);
-    let last_decisions: Vec<(String, i64)> = sqlx::query_as(
-        "select coalesce(last_decision, 'none'), count(*) from messages
-         where campaign_id = $1::uuid group by 1 order by 2 desc",
+    let last_decisions: Vec<(String, i64)> = sqlx::query!(
+        r#"select coalesce(last_decision, 'none') as "decision!", count(*) as "n!" from messages
+         where campaign_id = $1::text::uuid group by 1 order by 2 desc"#,
+        campaign
     )
-    .bind(campaign)
     .fetch_all(db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.decision, r.n))
+    .collect();
     let by_reason = |prefix: &str| -> String {
         let parts: Vec<String> = last_decisions
             .iter()

@@ -236,11 +236,12 @@ impl EmbeddedPostgres {
 pub async fn ensure_database(admin_url: &str, database: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(database)
-            .fetch_one(&mut conn)
-            .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+        database
+    )
+    .fetch_one(&mut conn)
+    .await?;
     if !exists {
         anyhow::ensure!(
             database

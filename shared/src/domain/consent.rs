@@ -87,11 +87,11 @@ impl ConsentSource {
 
     /// The sources that are the person's own, as stored: what SQL binds to
     /// apply [`precedence`] set-based.
-    pub fn the_persons() -> Vec<&'static str> {
+    pub fn the_persons() -> Vec<String> {
         Self::ALL
             .into_iter()
             .filter(|s| s.is_the_persons())
-            .map(Self::as_str)
+            .map(|s| s.as_str().to_owned())
             .collect()
     }
 }

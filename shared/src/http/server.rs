@@ -53,7 +53,10 @@ pub fn with_standard_routes(router: Router, db: PgPool, gcp_project: Option<Stri
 }
 
 async fn ready(State(db): State<PgPool>) -> (StatusCode, &'static str) {
-    match sqlx::query("select 1").execute(&db).await {
+    match sqlx::query_scalar!("select 1 as ready")
+        .fetch_one(&db)
+        .await
+    {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "database not reachable");

@@ -123,7 +123,7 @@ impl Importer {
         let mut conn = PoolConnection::<Postgres>::detach(self.db.acquire().await?);
         // A file's COPY and merge run as long as the file is big: no request
         // statement timeout on this session.
-        sqlx::query("set statement_timeout = 0")
+        sqlx::query!("set statement_timeout = 0")
             .execute(&mut conn)
             .await?;
         if !imports::try_lock(&mut conn, import.id).await? {

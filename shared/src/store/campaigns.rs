@@ -45,16 +45,9 @@ impl Campaign {
     }
 }
 
-/// The columns of a row, as a literal for `concat!`.
-macro_rules! columns {
-    () => {
-        "id, name, segment_id, template_id, state, starts_at, rate_per_second,
-    to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
-    to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end,
-    default_timezone, frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
-    created_at, updated_at"
-    };
-}
+// Every query that returns a `Campaign` lists its columns (sqlx checks each
+// against the schema at compile time; a macro cannot build the literal):
+// `state` typed, quiet hours as `HH:MM`.
 
 /// Everything an operator sets on a draft; validated before it gets here.
 #[derive(Debug, Clone)]
@@ -73,36 +66,44 @@ pub struct CampaignFields {
 
 #[tracing::instrument(skip_all)]
 pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campaign, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "insert into campaigns (name, segment_id, template_id, starts_at, rate_per_second,
+    sqlx::query_as!(
+        Campaign,
+        r#"insert into campaigns (name, segment_id, template_id, starts_at, rate_per_second,
              quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts, topic)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         returning ",
-        columns!()
-    ))
-    .bind(&c.name)
-    .bind(c.segment_id)
-    .bind(c.template_id)
-    .bind(c.starts_at)
-    .bind(c.rate_per_second)
-    .bind(c.quiet_hours.map(|q| q.start()))
-    .bind(c.quiet_hours.map(|q| q.end()))
-    .bind(&c.default_timezone)
-    .bind(c.frequency_cap)
-    .bind(c.max_attempts)
-    .bind(c.topic.as_ref().map(|t| t.as_str()))
+         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+             to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
+             frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
+             created_at, updated_at"#,
+        &c.name,
+        c.segment_id,
+        c.template_id,
+        c.starts_at,
+        c.rate_per_second,
+        c.quiet_hours.map(|q| q.start()),
+        c.quiet_hours.map(|q| q.end()),
+        &c.default_timezone,
+        c.frequency_cap,
+        c.max_attempts,
+        c.topic.as_ref().map(|t| t.as_str())
+    )
     .fetch_one(db)
     .await
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Campaign>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "select ",
-        columns!(),
-        " from campaigns where id = $1"
-    ))
-    .bind(id)
+    sqlx::query_as!(
+        Campaign,
+        r#"select id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+             to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
+             frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
+             created_at, updated_at
+         from campaigns where id = $1"#,
+        id
+    )
     .fetch_optional(db)
     .await
 }
@@ -116,19 +117,23 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Campaign>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(concat!(
-        "select ",
-        columns!(),
-        " from campaigns
+    sqlx::query_as!(
+        Campaign,
+        r#"select id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+             to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
+             frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
+             created_at, updated_at
+         from campaigns
          where ($1::text is null or state = $1)
            and ($2::timestamptz is null or (created_at, id) < ($2, $3))
          order by created_at desc, id desc
-         limit $4"
-    ))
-    .bind(state.map(CampaignState::as_str))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
+         limit $4"#,
+        state.map(CampaignState::as_str),
+        at,
+        id,
+        limit
+    )
     .fetch_all(db)
     .await
 }
@@ -141,26 +146,30 @@ pub async fn update_draft(
     id: Uuid,
     c: &CampaignFields,
 ) -> Result<Option<Campaign>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "update campaigns set name = $2, segment_id = $3, template_id = $4, starts_at = $5,
+    sqlx::query_as!(
+        Campaign,
+        r#"update campaigns set name = $2, segment_id = $3, template_id = $4, starts_at = $5,
              rate_per_second = $6, quiet_hours_start = $7, quiet_hours_end = $8,
              default_timezone = $9, frequency_cap = $10, max_attempts = $11, topic = $12
          where id = $1 and state = 'draft'
-         returning ",
-        columns!()
-    ))
-    .bind(id)
-    .bind(&c.name)
-    .bind(c.segment_id)
-    .bind(c.template_id)
-    .bind(c.starts_at)
-    .bind(c.rate_per_second)
-    .bind(c.quiet_hours.map(|q| q.start()))
-    .bind(c.quiet_hours.map(|q| q.end()))
-    .bind(&c.default_timezone)
-    .bind(c.frequency_cap)
-    .bind(c.max_attempts)
-    .bind(c.topic.as_ref().map(|t| t.as_str()))
+         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+             to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
+             frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
+             created_at, updated_at"#,
+        id,
+        &c.name,
+        c.segment_id,
+        c.template_id,
+        c.starts_at,
+        c.rate_per_second,
+        c.quiet_hours.map(|q| q.start()),
+        c.quiet_hours.map(|q| q.end()),
+        &c.default_timezone,
+        c.frequency_cap,
+        c.max_attempts,
+        c.topic.as_ref().map(|t| t.as_str())
+    )
     .fetch_optional(db)
     .await
 }
@@ -176,16 +185,23 @@ pub async fn set_state(
     from: CampaignState,
     to: CampaignState,
 ) -> Result<Option<Campaign>, sqlx::Error> {
-    sqlx::query_as(concat!("update campaigns set
+    sqlx::query_as!(
+        Campaign,
+        r#"update campaigns set
              state = $3,
              starts_at = case when $3 = 'scheduled' then coalesce(starts_at, now()) else starts_at end,
              -- Resuming starts the count of account-level refusals afresh.
              account_holds = case when $2 = 'paused' then 0 else account_holds end
          where id = $1 and state = $2
-         returning ", columns!()))
-    .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
+         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
+             to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
+             frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
+             created_at, updated_at"#,
+        id,
+        from.as_str(),
+        to.as_str()
+    )
     .fetch_optional(db)
     .await
 }
@@ -200,8 +216,8 @@ pub async fn note_account_hold(
     pause_at: i32,
     reason: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
-    let paused: Option<bool> = sqlx::query_scalar(
-        "with upd as (
+    sqlx::query_scalar!(
+        r#"with upd as (
              update campaigns c set
                  account_holds = c.account_holds + 1,
                  state = case when c.state = 'running' and c.account_holds + 1 >= $2 then 'paused' else c.state end
@@ -214,22 +230,23 @@ pub async fn note_account_hold(
              insert into decisions (campaign_id, decision, reason)
              select $1, 'paused_account_hold', $3 from paused
          )
-         select exists (select 1 from paused)",
+         select exists (select 1 from paused) as "paused!""#,
+        id,
+        pause_at,
+        reason
     )
-    .bind(id)
-    .bind(pause_at)
-    .bind(reason)
-    .fetch_optional(db)
-    .await?;
-    Ok(paused.unwrap_or(false))
+    .fetch_one(db)
+    .await
 }
 
 /// A send went through: the account answers again.
 pub async fn clear_account_holds(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update campaigns set account_holds = 0 where id = $1 and account_holds > 0")
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update campaigns set account_holds = 0 where id = $1 and account_holds > 0",
+        id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -257,7 +274,6 @@ pub struct CampaignStats {
     pub opt_outs: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct StatsRow {
     messages: i64,
     accepted: i64,
@@ -272,31 +288,32 @@ struct StatsRow {
 /// A campaign's stats, read in one statement so the numbers agree.
 #[tracing::instrument(skip_all)]
 pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, sqlx::Error> {
-    let row: StatsRow = sqlx::query_as(
-        "select
-             count(*) as messages,
-             count(*) filter (where twilio_sid is not null) as accepted,
-             count(*) filter (where delivered_at is not null or status in ('delivered', 'read')) as delivered,
-             count(*) filter (where read_at is not null or status = 'read') as read,
+    let row = sqlx::query_as!(
+        StatsRow,
+        r#"select
+             count(*) as "messages!",
+             count(*) filter (where twilio_sid is not null) as "accepted!",
+             count(*) filter (where delivered_at is not null or status in ('delivered', 'read')) as "delivered!",
+             count(*) filter (where read_at is not null or status = 'read') as "read!",
              coalesce((select jsonb_object_agg(status, n) from
                  (select status, count(*) as n from messages where campaign_id = $1 group by status) s),
-                 '{}') as by_status,
+                 '{}') as "by_status!: Json<BTreeMap<String, i64>>",
              coalesce((select jsonb_object_agg(decision, n) from
                  (select decision, count(*) as n from decisions where campaign_id = $1 group by decision) d),
-                 '{}') as by_decision,
+                 '{}') as "by_decision!: Json<BTreeMap<String, i64>>",
              coalesce((select jsonb_object_agg(error_code::text, n) from
                  (select error_code, count(*) as n from messages
                   where campaign_id = $1 and error_code is not null group by error_code) e),
-                 '{}') as by_error_code,
+                 '{}') as "by_error_code!: Json<BTreeMap<String, i64>>",
              (select count(distinct ce.phone_number) from consent_events ce, campaigns k
               where k.id = $1 and ce.to_consent = 'opted_out' and not ce.refused and ce.topic is null
                 and ce.created_at >= coalesce(k.started_at, k.created_at)
                 and ce.created_at <= coalesce(k.completed_at, now())
                 and exists (select 1 from messages m
-                            where m.campaign_id = $1 and m.phone_number = ce.phone_number)) as opt_outs
-         from messages where campaign_id = $1",
+                            where m.campaign_id = $1 and m.phone_number = ce.phone_number)) as "opt_outs!"
+         from messages where campaign_id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_one(db)
     .await?;
     let rate = |num: i64, den: i64| (den > 0).then(|| num as f64 / den as f64);
@@ -319,10 +336,10 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
 /// `scheduled → running` for every campaign whose start time has passed.
 #[tracing::instrument(skip_all)]
 pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update campaigns set state = 'running', started_at = coalesce(started_at, now())
          where state = 'scheduled' and coalesce(starts_at, now()) <= now()
-         returning id",
+         returning id"
     )
     .fetch_all(db)
     .await
@@ -332,20 +349,21 @@ pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, s
 pub async fn to_materialize(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select c.id, s.definition from campaigns c join segments s on s.id = c.segment_id
          where c.state = 'running' and c.materialized_at is null
-         order by c.created_at",
+         order by c.created_at"
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.definition)).collect())
 }
 
 pub async fn mark_materialized(db: impl PgExecutor<'_>, campaign: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update campaigns set materialized_at = now() where id = $1 and materialized_at is null",
+        campaign
     )
-    .bind(campaign)
     .execute(db)
     .await?;
     Ok(())
@@ -353,19 +371,21 @@ pub async fn mark_materialized(db: impl PgExecutor<'_>, campaign: Uuid) -> Resul
 
 /// Running campaigns that may have due messages.
 pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("select id from campaigns where state = 'running' and materialized_at is not null order by created_at")
+    sqlx::query_scalar!(
+        "select id from campaigns where state = 'running' and materialized_at is not null order by created_at"
+    )
         .fetch_all(db)
         .await
 }
 
 /// `running → completed` when every message has reached an end.
 pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update campaigns c set state = 'completed', completed_at = now()
          where c.state = 'running' and c.materialized_at is not null
            and not exists (select 1 from messages m
                            where m.campaign_id = c.id and m.status in ('pending', 'queued', 'sending'))
-         returning c.id",
+         returning c.id"
     )
     .fetch_all(db)
     .await

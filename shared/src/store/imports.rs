@@ -83,26 +83,28 @@ pub async fn claim(
     db: impl PgExecutor<'_> + Copy,
     object: &ObjectRef,
 ) -> Result<Import, sqlx::Error> {
-    let created: Option<Import> = sqlx::query_as(
+    let created: Option<Import> = sqlx::query_as!(
+        Import,
         "insert into imports (bucket, object, generation, size_bytes) values ($1, $2, $3, $4)
          on conflict on constraint imports_object_generation_key do nothing
          returning *",
+        &object.bucket,
+        &object.name,
+        object.generation,
+        object.size.and_then(|s| i64::try_from(s).ok())
     )
-    .bind(&object.bucket)
-    .bind(&object.name)
-    .bind(object.generation)
-    .bind(object.size.and_then(|s| i64::try_from(s).ok()))
     .fetch_optional(db)
     .await?;
     match created {
         Some(import) => Ok(import),
         None => {
-            sqlx::query_as(
+            sqlx::query_as!(
+                Import,
                 "select * from imports where bucket = $1 and object = $2 and generation = $3",
+                &object.bucket,
+                &object.name,
+                object.generation
             )
-            .bind(&object.bucket)
-            .bind(&object.name)
-            .bind(object.generation)
             .fetch_one(db)
             .await
         }
@@ -111,8 +113,7 @@ pub async fn claim(
 
 #[tracing::instrument(skip_all)]
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Import>, sqlx::Error> {
-    sqlx::query_as("select * from imports where id = $1")
-        .bind(id)
+    sqlx::query_as!(Import, "select * from imports where id = $1", id)
         .fetch_optional(db)
         .await
 }
@@ -125,24 +126,27 @@ pub async fn try_lock(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::E
     // If the worker's host vanishes without closing the connection, the server
     // notices within about a minute and releases the lock (TCP keepalives; no
     // effect over a Unix socket, where the socket's end is always noticed).
-    sqlx::query(
-        "select set_config('tcp_keepalives_idle', '30', false),
-                set_config('tcp_keepalives_interval', '10', false),
-                set_config('tcp_keepalives_count', '3', false)",
+    sqlx::query!(
+        "select set_config('tcp_keepalives_idle', '30', false) as idle,
+                set_config('tcp_keepalives_interval', '10', false) as interval,
+                set_config('tcp_keepalives_count', '3', false) as count"
     )
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    sqlx::query_scalar("select pg_try_advisory_lock(hashtextextended('import:' || $1::text, 0))")
-        .bind(id)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"select pg_try_advisory_lock(hashtextextended('import:' || $1::uuid::text, 0)) as "locked!""#,
+        id
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Starts (or restarts, after a crash) a run: forgets what an earlier run
 /// recorded, counts the attempt.
 #[tracing::instrument(skip_all)]
 pub async fn start_attempt(db: impl PgExecutor<'_>, id: Uuid) -> Result<Import, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Import,
         "with cleared as (delete from import_rejects where import_id = $1)
          update imports set state = 'running', failure_reason = null, format = null,
              bytes_read = 0, rows_read = 0, inserted = 0, updated = 0, unchanged = 0,
@@ -150,8 +154,8 @@ pub async fn start_attempt(db: impl PgExecutor<'_>, id: Uuid) -> Result<Import, 
              started_at = now(), finished_at = null
          where id = $1
          returning *",
+        id
     )
-    .bind(id)
     .fetch_one(db)
     .await
 }
@@ -162,9 +166,7 @@ pub async fn set_format(
     id: Uuid,
     format: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update imports set format = $2 where id = $1")
-        .bind(id)
-        .bind(format)
+    sqlx::query!("update imports set format = $2 where id = $1", id, format)
         .execute(db)
         .await?;
     Ok(())
@@ -176,13 +178,15 @@ pub async fn record_progress(
     id: Uuid,
     progress: Progress,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update imports set bytes_read = $2, rows_read = $3, rejected = $4 where id = $1")
-        .bind(id)
-        .bind(to_i64(progress.bytes_read))
-        .bind(to_i64(progress.rows_read))
-        .bind(to_i64(progress.rejected))
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update imports set bytes_read = $2, rows_read = $3, rejected = $4 where id = $1",
+        id,
+        to_i64(progress.bytes_read),
+        to_i64(progress.rows_read),
+        to_i64(progress.rejected)
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -197,16 +201,16 @@ pub async fn insert_rejects(
         return Ok(());
     }
     let lines: Vec<i64> = rejects.iter().map(|r| to_i64(r.line)).collect();
-    let raws: Vec<&str> = rejects.iter().map(|r| r.raw.as_str()).collect();
-    let reasons: Vec<&str> = rejects.iter().map(|r| r.reason.as_str()).collect();
-    sqlx::query(
+    let raws: Vec<String> = rejects.iter().map(|r| r.raw.clone()).collect();
+    let reasons: Vec<String> = rejects.iter().map(|r| r.reason.clone()).collect();
+    sqlx::query!(
         "insert into import_rejects (import_id, line_number, raw_line, reason)
          select $1, * from unnest($2::bigint[], $3::text[], $4::text[])",
+        id,
+        &lines,
+        &raws,
+        &reasons
     )
-    .bind(id)
-    .bind(lines)
-    .bind(raws)
-    .bind(reasons)
     .execute(db)
     .await?;
     Ok(())
@@ -220,17 +224,18 @@ pub async fn fail(
     reason: &str,
     progress: Progress,
 ) -> Result<Import, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Import,
         "update imports set state = 'failed', failure_reason = $2, finished_at = now(),
              bytes_read = $3, rows_read = $4, rejected = $5
          where id = $1
          returning *",
+        id,
+        reason,
+        to_i64(progress.bytes_read),
+        to_i64(progress.rows_read),
+        to_i64(progress.rejected)
     )
-    .bind(id)
-    .bind(reason)
-    .bind(to_i64(progress.bytes_read))
-    .bind(to_i64(progress.rows_read))
-    .bind(to_i64(progress.rejected))
     .fetch_one(db)
     .await
 }
@@ -243,22 +248,23 @@ pub async fn complete(
     progress: Progress,
     counts: MergeCounts,
 ) -> Result<Import, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Import,
         "update imports set state = 'completed', finished_at = now(),
              bytes_read = $2, rows_read = $3, rejected = $4,
              inserted = $5, updated = $6, unchanged = $7, duplicates = $8, consent_kept = $9
          where id = $1
          returning *",
+        id,
+        to_i64(progress.bytes_read),
+        to_i64(progress.rows_read),
+        to_i64(progress.rejected),
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+        counts.duplicates,
+        counts.consent_kept
     )
-    .bind(id)
-    .bind(to_i64(progress.bytes_read))
-    .bind(to_i64(progress.rows_read))
-    .bind(to_i64(progress.rejected))
-    .bind(counts.inserted)
-    .bind(counts.updated)
-    .bind(counts.unchanged)
-    .bind(counts.duplicates)
-    .bind(counts.consent_kept)
     .fetch_one(db)
     .await
 }
@@ -320,8 +326,7 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
     )
     .execute(&mut *conn)
     .await?;
-    let mut counts: MergeCounts = sqlx::query_as(
-        "with merged as (
+    let mut counts: MergeCounts = sqlx::query_as::<_, MergeCounts>("with merged as (
              select phone_number,
                     jsonb_merge_agg(attributes order by line_number) as attributes,
                     (array_agg(consent order by line_number desc) filter (where consent is not null))[1] as consent,
@@ -381,10 +386,7 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
                 (select count(*) from merged) - (select count(*) from written) as unchanged,
                 (select coalesce(sum(copies - 1), 0)::bigint from merged) as duplicates,
                 (select count(*) from changes where not refused) as consent_changes,
-                (select count(*) from changes where refused) as consent_kept",
-    )
-    .bind(id)
-    .bind(ConsentSource::the_persons())
+                (select count(*) from changes where refused) as consent_kept").bind(id).bind(ConsentSource::the_persons())
     .fetch_one(&mut *conn)
     .await?;
     counts.consent_kept += merge_staged_topics(conn, id).await?;
@@ -396,8 +398,7 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
 /// person left themselves stays left. Returns how many choices were kept out.
 /// Runs after [`merge_staged`] in its transaction, under its lock.
 async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "with asked as (
+    sqlx::query_scalar("with asked as (
              select r.phone_number, t.key as topic,
                     (array_agg(t.value::boolean order by r.line_number desc))[1] as subscribed
              from pg_temp.import_rows r, jsonb_each_text(r.topics) t
@@ -425,10 +426,7 @@ async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, s
              from decided where kept
              returning refused
          )
-         select count(*) filter (where refused) from events",
-    )
-    .bind(id)
-    .bind(ConsentSource::the_persons())
+         select count(*) filter (where refused) from events").bind(id).bind(ConsentSource::the_persons())
     .fetch_one(conn)
     .await
 }
@@ -458,15 +456,16 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<ImportRecord>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(
+    sqlx::query_as!(
+        ImportRecord,
         "select * from imports
          where $1::timestamptz is null or (started_at, id) < ($1, $2)
          order by started_at desc, id desc
          limit $3",
+        at,
+        id,
+        limit
     )
-    .bind(at)
-    .bind(id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -478,12 +477,13 @@ pub async fn rejects(
     import_id: Uuid,
     limit: i64,
 ) -> Result<Vec<ImportReject>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ImportReject,
         "select line_number, raw_line, reason from import_rejects
          where import_id = $1 order by line_number, id limit $2",
+        import_id,
+        limit
     )
-    .bind(import_id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

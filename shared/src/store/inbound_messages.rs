@@ -33,24 +33,24 @@ pub async fn insert(
     m: &InboundMessage,
 ) -> Result<(), sqlx::Error> {
     let media = serde_json::to_value(&m.media).expect("media serializes");
-    sqlx::query(
+    sqlx::query!(
         "insert into inbound_messages
              (webhook_event_id, message_sid, from_number, to_number, wa_id, profile_name,
               body, num_media, media, button_payload, button_text)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          on conflict (message_sid) do nothing",
+        webhook_event_id,
+        &m.message_sid,
+        m.from.as_str(),
+        &m.to,
+        m.wa_id.as_deref(),
+        m.profile_name.as_deref(),
+        &m.body,
+        m.media.len() as i32,
+        media,
+        m.button_payload.as_deref(),
+        m.button_text.as_deref()
     )
-    .bind(webhook_event_id)
-    .bind(&m.message_sid)
-    .bind(m.from.as_str())
-    .bind(&m.to)
-    .bind(&m.wa_id)
-    .bind(&m.profile_name)
-    .bind(&m.body)
-    .bind(m.media.len() as i32)
-    .bind(media)
-    .bind(&m.button_payload)
-    .bind(&m.button_text)
     .execute(db)
     .await?;
     Ok(())
@@ -92,7 +92,8 @@ pub async fn list(
     after: Option<ListKey>,
     limit: i64,
 ) -> Result<Vec<InboundRecord>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        InboundRecord,
         "select id, message_sid, from_number, to_number, profile_name, body, num_media, media,
                 button_payload, button_text, received_at, webhook_event_id
          from inbound_messages
@@ -101,11 +102,11 @@ pub async fn list(
            and ($3::bigint is null or id < $3)
          order by id desc
          limit $4",
+        filter.from_number,
+        filter.since,
+        after,
+        limit
     )
-    .bind(filter.from_number)
-    .bind(filter.since)
-    .bind(after)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

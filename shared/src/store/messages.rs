@@ -40,10 +40,16 @@ impl Message {
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Message>, sqlx::Error> {
-    sqlx::query_as("select * from messages where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Message,
+        r#"select id, campaign_id, phone_number, status as "status: MessageStatus", status_rank,
+                  body, twilio_sid, error_code, error_message, attempts, next_attempt_at,
+                  sent_at, delivered_at, read_at, failed_at
+           from messages where id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// A status callback as it applies to a message row.
@@ -178,21 +184,25 @@ pub async fn list_records(
     limit: i64,
 ) -> Result<Vec<MessageRecord>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(
-        "select * from messages
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select id, campaign_id, phone_number, status as "status: MessageStatus", body, content_sid,
+                  content_variables, twilio_sid, error_code, error_message, attempts, next_attempt_at,
+                  queued_at, sending_at, sent_at, delivered_at, read_at, failed_at, created_at, updated_at
+         from messages
          where ($1::uuid is null or campaign_id = $1)
            and ($2::text is null or phone_number = $2)
            and ($3::text is null or status = $3)
            and ($4::timestamptz is null or (created_at, id) < ($4, $5))
          order by created_at desc, id desc
-         limit $6",
+         limit $6"#,
+        filter.campaign_id,
+        filter.phone_number,
+        filter.status.map(MessageStatus::as_str),
+        at,
+        id,
+        limit
     )
-    .bind(filter.campaign_id)
-    .bind(filter.phone_number)
-    .bind(filter.status.map(MessageStatus::as_str))
-    .bind(at)
-    .bind(id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -202,8 +212,14 @@ pub async fn get_record(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<MessageRecord>, sqlx::Error> {
-    sqlx::query_as("select * from messages where id = $1")
-        .bind(id)
+    sqlx::query_as!(
+        MessageRecord,
+        r#"select id, campaign_id, phone_number, status as "status: MessageStatus", body, content_sid,
+                  content_variables, twilio_sid, error_code, error_message, attempts, next_attempt_at,
+                  queued_at, sending_at, sent_at, delivered_at, read_at, failed_at, created_at, updated_at
+           from messages where id = $1"#,
+        id
+    )
         .fetch_optional(db)
         .await
 }
@@ -227,14 +243,15 @@ pub async fn status_timeline(
     db: impl PgExecutor<'_>,
     message_sid: &str,
 ) -> Result<Vec<StatusEvent>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        StatusEvent,
         "select id as webhook_event_id, params->>'MessageStatus' as status,
                 params->>'ErrorCode' as error_code, params, received_at
          from webhook_events
          where kind = 'status' and message_sid = $1
          order by received_at, id",
+        message_sid
     )
-    .bind(message_sid)
     .fetch_all(db)
     .await
 }
@@ -255,11 +272,12 @@ pub async fn decisions(
     db: impl PgExecutor<'_>,
     message_id: Uuid,
 ) -> Result<Vec<DecisionRecord>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DecisionRecord,
         "select id, decision, reason, created_at from decisions
          where message_id = $1 order by created_at, id",
+        message_id
     )
-    .bind(message_id)
     .fetch_all(db)
     .await
 }

@@ -2,6 +2,16 @@
 //! table has many: `messages::{outbox, dispatch, reconcile}`). Each takes an
 //! executor (a pool, a connection or a transaction) so callers decide the
 //! transaction.
+//!
+//! Fixed queries are `sqlx::query!` macros, checked at compile time against
+//! the query data in `.sqlx/` (`scripts/sqlx-check` keeps it true to the
+//! migrations). Checked at run time instead, on purpose: SQL built per
+//! request (the segment compiler, the user list), the import merge over the
+//! session's staging table (`pg_temp.import_rows` exists only inside the
+//! import's session), the erasure sweep (composed per table from one
+//! pattern), and the webhook-event insert that `webhook_events::insert` and
+//! `messages::apply_status_callback` share (one text, composed; the macros
+//! take only a literal).
 
 pub mod campaigns;
 pub mod imports;

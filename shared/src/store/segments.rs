@@ -31,20 +31,20 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     s: SegmentFields<'_>,
 ) -> Result<SegmentRecord, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SegmentRecord,
         "insert into segments (name, description, definition) values ($1, $2, $3) returning *",
+        s.name,
+        s.description,
+        s.definition
     )
-    .bind(s.name)
-    .bind(s.description)
-    .bind(s.definition)
     .fetch_one(db)
     .await
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<SegmentRecord>, sqlx::Error> {
-    sqlx::query_as("select * from segments where id = $1")
-        .bind(id)
+    sqlx::query_as!(SegmentRecord, "select * from segments where id = $1", id)
         .fetch_optional(db)
         .await
 }
@@ -57,15 +57,16 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<SegmentRecord>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(
+    sqlx::query_as!(
+        SegmentRecord,
         "select * from segments
          where $1::timestamptz is null or (created_at, id) < ($1, $2)
          order by created_at desc, id desc
          limit $3",
+        at,
+        id,
+        limit
     )
-    .bind(at)
-    .bind(id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -77,14 +78,15 @@ pub async fn update(
     id: Uuid,
     s: SegmentFields<'_>,
 ) -> Result<Option<SegmentRecord>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        SegmentRecord,
         "update segments set name = $2, description = $3, definition = $4
          where id = $1 returning *",
+        id,
+        s.name,
+        s.description,
+        s.definition
     )
-    .bind(id)
-    .bind(s.name)
-    .bind(s.description)
-    .bind(s.definition)
     .fetch_optional(db)
     .await
 }
@@ -93,8 +95,7 @@ pub async fn update(
 /// `false` when there was none.
 #[tracing::instrument(skip_all)]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from segments where id = $1")
-        .bind(id)
+    let done = sqlx::query!("delete from segments where id = $1", id)
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)

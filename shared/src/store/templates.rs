@@ -37,23 +37,23 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     t: TemplateFields<'_>,
 ) -> Result<TemplateRecord, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        TemplateRecord,
         "insert into templates (name, body, content_sid, content_variables, locale)
          values ($1, $2, $3, $4, $5) returning *",
+        t.name,
+        t.body,
+        t.content_sid,
+        t.content_variables,
+        t.locale
     )
-    .bind(t.name)
-    .bind(t.body)
-    .bind(t.content_sid)
-    .bind(t.content_variables)
-    .bind(t.locale)
     .fetch_one(db)
     .await
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<TemplateRecord>, sqlx::Error> {
-    sqlx::query_as("select * from templates where id = $1")
-        .bind(id)
+    sqlx::query_as!(TemplateRecord, "select * from templates where id = $1", id)
         .fetch_optional(db)
         .await
 }
@@ -66,15 +66,16 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<TemplateRecord>, sqlx::Error> {
     let (at, id) = after.unzip();
-    sqlx::query_as(
+    sqlx::query_as!(
+        TemplateRecord,
         "select * from templates
          where $1::timestamptz is null or (created_at, id) < ($1, $2)
          order by created_at desc, id desc
          limit $3",
+        at,
+        id,
+        limit
     )
-    .bind(at)
-    .bind(id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -86,14 +87,15 @@ pub async fn live_campaign_using(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "select id, state from campaigns
          where template_id = $1 and state in ('scheduled', 'running', 'paused')
          order by created_at limit 1",
+        id
     )
-    .bind(id)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.id, r.state)))
 }
 
 /// Replaces every field; `None` when there is no such template.
@@ -103,16 +105,17 @@ pub async fn update(
     id: Uuid,
     t: TemplateFields<'_>,
 ) -> Result<Option<TemplateRecord>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        TemplateRecord,
         "update templates set name = $2, body = $3, content_sid = $4, content_variables = $5, locale = $6
          where id = $1 returning *",
+        id,
+        t.name,
+        t.body,
+        t.content_sid,
+        t.content_variables,
+        t.locale
     )
-    .bind(id)
-    .bind(t.name)
-    .bind(t.body)
-    .bind(t.content_sid)
-    .bind(t.content_variables)
-    .bind(t.locale)
     .fetch_optional(db)
     .await
 }
@@ -121,8 +124,7 @@ pub async fn update(
 /// `false` when there was none.
 #[tracing::instrument(skip_all)]
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from templates where id = $1")
-        .bind(id)
+    let done = sqlx::query!("delete from templates where id = $1", id)
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)

@@ -21,10 +21,16 @@ pub struct User {
 }
 
 pub async fn get(db: impl PgExecutor<'_>, phone: &str) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("select * from users where phone_number = $1")
-        .bind(phone)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        User,
+        r#"select phone_number, attributes, consent as "consent: Consent", consent_changed_at,
+                  consent_source as "consent_source: ConsentSource", wa_id, profile_name,
+                  last_inbound_at, created_at, updated_at
+           from users where phone_number = $1"#,
+        phone
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Creates the user on first contact (consent `unknown`) and opens the 24-hour
@@ -37,18 +43,18 @@ pub async fn record_inbound(
     profile_name: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into users (phone_number, wa_id, profile_name, last_inbound_at)
          values ($1, $2, $3, $4)
          on conflict (phone_number) do update set
              wa_id = coalesce(excluded.wa_id, users.wa_id),
              profile_name = coalesce(excluded.profile_name, users.profile_name),
              last_inbound_at = greatest(users.last_inbound_at, excluded.last_inbound_at)",
+        phone.as_str(),
+        wa_id,
+        profile_name,
+        at
     )
-    .bind(phone.as_str())
-    .bind(wa_id)
-    .bind(profile_name)
-    .bind(at)
     .execute(db)
     .await?;
     Ok(())
@@ -95,13 +101,13 @@ pub async fn set_consent(
     phone: &str,
     change: ConsentChange<'_>,
 ) -> Result<ConsentOutcome, sqlx::Error> {
-    let row: Option<(String, bool, Option<String>)> = sqlx::query_as(
-        "with prev as (
+    let row = sqlx::query!(
+        r#"with prev as (
              select phone_number, consent, consent_source from users where phone_number = $1 for update
          ), refused as (
              select * from prev
-             where prev.consent = 'opted_out' and $2 <> 'opted_out'
-               and prev.consent_source = any($7) and not ($3 = any($7))
+             where prev.consent = 'opted_out' and $2::text <> 'opted_out'
+               and prev.consent_source = any($7::text[]) and not ($3::text = any($7))
          ), changed as (
              update users u set consent = $2, consent_changed_at = now(), consent_source = $3
              from prev
@@ -114,32 +120,34 @@ pub async fn set_consent(
          )
          insert into consent_events
              (phone_number, from_consent, to_consent, source, webhook_event_id, import_id, detail, refused)
-         select $1, from_consent, $2, $3, $4, $5, $6, false from changed
+         select $1, from_consent, $2, $3, $4::bigint, $5::uuid, $6::text, false from changed
          union all
          select $1, consent, $2, $3, $4, $5,
                 'refused: the person opted out (' || consent_source || '); only they can opt back in', true
          from refused
-         returning from_consent, refused, (select consent_source from refused)",
+         returning from_consent, refused, (select consent_source from refused) as by_the_person"#,
+        phone,
+        change.to.as_str(),
+        change.source.as_str(),
+        change.webhook_event_id,
+        change.import_id,
+        change.detail,
+        &ConsentSource::the_persons()
     )
-    .bind(phone)
-    .bind(change.to.as_str())
-    .bind(change.source.as_str())
-    .bind(change.webhook_event_id)
-    .bind(change.import_id)
-    .bind(change.detail)
-    .bind(ConsentSource::the_persons())
     .fetch_optional(db)
     .await?;
     Ok(match row {
         None => ConsentOutcome::Unchanged,
-        Some((_, true, by)) => ConsentOutcome::Refused(ConsentRefused {
-            by_the_person: by
+        Some(r) if r.refused => ConsentOutcome::Refused(ConsentRefused {
+            by_the_person: r
+                .by_the_person
                 .as_deref()
                 .and_then(ConsentSource::parse)
                 .map_or("keyword", ConsentSource::as_str),
         }),
-        Some((from, false, _)) => ConsentOutcome::Changed {
-            from: from
+        Some(r) => ConsentOutcome::Changed {
+            from: r
+                .from_consent
                 .parse()
                 .expect("users.consent is constrained to valid values"),
         },
@@ -152,9 +160,8 @@ pub async fn set_consent(
 pub type ListKey = String;
 
 /// A user and whether this call created it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Upserted {
-    #[sqlx(flatten)]
     pub user: User,
     pub created: bool,
 }
@@ -166,15 +173,32 @@ pub async fn upsert(
     phone: &PhoneNumber,
     attributes: Option<&serde_json::Value>,
 ) -> Result<Upserted, sqlx::Error> {
-    sqlx::query_as(
-        "insert into users (phone_number, attributes) values ($1, coalesce($2, '{}'))
-         on conflict (phone_number) do update set attributes = coalesce($2, users.attributes)
-         returning *, (xmax = 0) as created",
+    let row = sqlx::query!(
+        r#"insert into users (phone_number, attributes) values ($1, coalesce($2::jsonb, '{}'))
+           on conflict (phone_number) do update set attributes = coalesce($2::jsonb, users.attributes)
+           returning phone_number, attributes, consent as "consent: Consent", consent_changed_at,
+                     consent_source as "consent_source: ConsentSource", wa_id, profile_name,
+                     last_inbound_at, created_at, updated_at, (xmax = 0) as "created!""#,
+        phone.as_str(),
+        attributes
     )
-    .bind(phone.as_str())
-    .bind(attributes)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok(Upserted {
+        user: User {
+            phone_number: row.phone_number,
+            attributes: row.attributes,
+            consent: row.consent,
+            consent_changed_at: row.consent_changed_at,
+            consent_source: row.consent_source,
+            wa_id: row.wa_id,
+            profile_name: row.profile_name,
+            last_inbound_at: row.last_inbound_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        },
+        created: row.created,
+    })
 }
 
 /// The user, locked until the transaction ends.
@@ -182,10 +206,16 @@ pub async fn get_for_update(
     db: impl PgExecutor<'_>,
     phone: &str,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("select * from users where phone_number = $1 for update")
-        .bind(phone)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        User,
+        r#"select phone_number, attributes, consent as "consent: Consent", consent_changed_at,
+                  consent_source as "consent_source: ConsentSource", wa_id, profile_name,
+                  last_inbound_at, created_at, updated_at
+           from users where phone_number = $1 for update"#,
+        phone
+    )
+    .fetch_optional(db)
+    .await
 }
 
 #[tracing::instrument(skip_all)]
@@ -194,11 +224,17 @@ pub async fn set_attributes(
     phone: &str,
     attributes: &serde_json::Value,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as("update users set attributes = $2 where phone_number = $1 returning *")
-        .bind(phone)
-        .bind(attributes)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        User,
+        r#"update users set attributes = $2 where phone_number = $1
+           returning phone_number, attributes, consent as "consent: Consent", consent_changed_at,
+                  consent_source as "consent_source: ConsentSource", wa_id, profile_name,
+                  last_inbound_at, created_at, updated_at"#,
+        phone,
+        attributes
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The webhook parameters that say nothing about a person, kept when an
@@ -245,17 +281,17 @@ const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
 /// Returns `false` (and changes nothing) when there is no such user.
 #[tracing::instrument(skip_all)]
 pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sqlx::Error> {
-    let Some(token): Option<String> = sqlx::query_scalar(
-        "delete from users where phone_number = $1
-         returning 'erased:' || md5(phone_number || gen_random_uuid()::text)",
+    let Some(token): Option<String> = sqlx::query_scalar!(
+        r#"delete from users where phone_number = $1
+         returning 'erased:' || md5(phone_number || gen_random_uuid()::text) as "token!""#,
+        phone
     )
-    .bind(phone)
     .fetch_optional(&mut *tx)
     .await?
     else {
         return Ok(false);
     };
-    sqlx::query(
+    sqlx::query!(
         "update webhook_events w set
              raw_body = '',
              params = (select coalesce(jsonb_object_agg(key, value), '{}') from jsonb_each(w.params)
@@ -263,51 +299,58 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
          where w.id in (select webhook_event_id from inbound_messages where from_number = $1)
             or (w.kind = 'status' and w.message_sid in
                 (select twilio_sid from messages where phone_number = $1 and twilio_sid is not null))",
+        phone,
+        &ANONYMOUS_WEBHOOK_PARAMS
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect::<Vec<_>>()
     )
-    .bind(phone)
-    .bind(ANONYMOUS_WEBHOOK_PARAMS)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update inbound_messages set from_number = $2, wa_id = null, profile_name = null,
              body = '', num_media = 0, media = '[]', button_payload = null, button_text = null
          where from_number = $1",
+        phone,
+        &token
     )
-    .bind(phone)
-    .bind(&token)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into decisions (message_id, campaign_id, phone_number, decision, reason)
          select id, campaign_id, $2, 'skipped_erased', '{\"detail\": \"user erased through the API\"}'
          from messages where phone_number = $1 and status in ('pending', 'queued')",
+        phone,
+        &token
     )
-    .bind(phone)
-    .bind(&token)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update messages set phone_number = $2, body = null, content_variables = null,
              last_decision = case when status in ('pending', 'queued') then 'skipped_erased' else last_decision end,
              status = case when status in ('pending', 'queued') then 'skipped' else status end,
              status_rank = case when status in ('pending', 'queued') then $3 else status_rank end
          where phone_number = $1",
+        phone,
+        &token,
+        crate::domain::MessageStatus::Skipped.rank()
     )
-    .bind(phone)
-    .bind(&token)
-    .bind(crate::domain::MessageStatus::Skipped.rank())
     .execute(&mut *tx)
     .await?;
-    for sql in [
+    sqlx::query!(
         "update decisions set phone_number = $2 where phone_number = $1",
+        phone,
+        &token
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
         "update consent_events set phone_number = $2 where phone_number = $1",
-    ] {
-        sqlx::query(sql)
-            .bind(phone)
-            .bind(&token)
-            .execute(&mut *tx)
-            .await?;
-    }
+        phone,
+        &token
+    )
+    .execute(&mut *tx)
+    .await?;
     let pattern = PhoneNumber::from_trusted(phone.to_owned()).written_pattern();
     sqlx::query(ERASE_WEBHOOKS)
         .bind(&pattern)
@@ -440,15 +483,16 @@ pub async fn consent_history(
     db: impl PgExecutor<'_>,
     phone: &str,
 ) -> Result<Vec<ConsentEvidence>, sqlx::Error> {
-    sqlx::query_as(
-        "select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
-                c.webhook_event_id, w.raw_body as webhook_raw_body, w.received_at as webhook_received_at,
-                c.import_id, c.topic
+    sqlx::query_as!(
+        ConsentEvidence,
+        r#"select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
+                c.webhook_event_id, w.raw_body as "webhook_raw_body?",
+                w.received_at as "webhook_received_at?", c.import_id, c.topic
          from consent_events c left join webhook_events w on w.id = c.webhook_event_id
          where c.phone_number = $1
-         order by c.id",
+         order by c.id"#,
+        phone
     )
-    .bind(phone)
     .fetch_all(db)
     .await
 }
@@ -466,18 +510,19 @@ pub async fn set_topic(
     source: ConsentSource,
     webhook_event_id: Option<i64>,
 ) -> Result<ConsentOutcome, sqlx::Error> {
-    let row: Option<(bool, Option<String>)> = sqlx::query_as(
-        "with prev as (
+    let row = sqlx::query!(
+        r#"with prev as (
              select u.phone_number, coalesce(t.subscribed, true) as subscribed, t.source
              from users u left join topic_subscriptions t on t.phone_number = u.phone_number and t.topic = $2
              where u.phone_number = $1
              for update of u
          ), refused as (
              select * from prev
-             where not prev.subscribed and $3 and prev.source = any($6) and not ($4 = any($6))
+             where not prev.subscribed and $3::bool and prev.source = any($6::text[])
+               and not ($4::text = any($6))
          ), changed as (
              insert into topic_subscriptions (phone_number, topic, subscribed, source)
-             select phone_number, $2, $3, $4 from prev
+             select phone_number, $2::text, $3, $4 from prev
              where (prev.subscribed <> $3 or ($4 = any($6) and prev.source is distinct from $4))
                and not exists (select 1 from refused)
              on conflict (phone_number, topic) do update
@@ -487,30 +532,32 @@ pub async fn set_topic(
          insert into consent_events
              (phone_number, from_consent, to_consent, source, webhook_event_id, detail, refused, topic)
          select $1, case when $3 then 'opted_out' else 'opted_in' end,
-                case when $3 then 'opted_in' else 'opted_out' end, $4, $5, null, false, $2 from changed
+                case when $3 then 'opted_in' else 'opted_out' end, $4, $5::bigint, null, false, $2
+         from changed
          union all
          select $1, 'opted_out', 'opted_in', $4, $5,
                 'refused: the person left this topic (' || source || '); only they can rejoin', true, $2
          from refused
-         returning refused, (select source from refused)",
+         returning refused, (select source from refused) as by_the_person"#,
+        phone,
+        topic.as_str(),
+        subscribed,
+        source.as_str(),
+        webhook_event_id,
+        &ConsentSource::the_persons()
     )
-    .bind(phone)
-    .bind(topic.as_str())
-    .bind(subscribed)
-    .bind(source.as_str())
-    .bind(webhook_event_id)
-    .bind(ConsentSource::the_persons())
     .fetch_optional(db)
     .await?;
     Ok(match row {
         None => ConsentOutcome::Unchanged,
-        Some((true, by)) => ConsentOutcome::Refused(ConsentRefused {
-            by_the_person: by
+        Some(r) if r.refused => ConsentOutcome::Refused(ConsentRefused {
+            by_the_person: r
+                .by_the_person
                 .as_deref()
                 .and_then(ConsentSource::parse)
                 .map_or("button", ConsentSource::as_str),
         }),
-        Some((false, _)) => ConsentOutcome::Changed {
+        Some(_) => ConsentOutcome::Changed {
             from: if subscribed {
                 Consent::OptedOut
             } else {
@@ -525,10 +572,10 @@ pub async fn unsubscribed_topics(
     db: impl PgExecutor<'_>,
     phone: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select topic from topic_subscriptions where phone_number = $1 and not subscribed order by topic",
+        phone
     )
-    .bind(phone)
     .fetch_all(db)
     .await
 }

@@ -60,19 +60,23 @@ pub async fn insert(
 
 /// How many events of a kind are stored (for tests and stats).
 pub async fn count(db: impl PgExecutor<'_>, kind: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from webhook_events where kind = $1")
-        .bind(kind)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from webhook_events where kind = $1"#,
+        kind
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Flags a stored event with what in it did not parse: the event stays, as
 /// received, for a person to read.
 pub async fn flag(db: impl PgExecutor<'_>, id: i64, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("update webhook_events set parse_error = $2 where id = $1")
-        .bind(id)
-        .bind(reason)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update webhook_events set parse_error = $2 where id = $1",
+        id,
+        reason
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

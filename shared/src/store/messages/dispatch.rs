@@ -56,8 +56,8 @@ pub async fn take_due(
     campaign: Uuid,
     window_ms: i64,
 ) -> Result<Taken, sqlx::Error> {
-    let budget: Option<i64> = sqlx::query_scalar(
-        "update campaigns set
+    let budget: Option<i64> = sqlx::query_scalar!(
+        r#"update campaigns set
              dispatched_in_window = case when dispatch_window_start is null
                  or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 * 0.9 / 1000)
                  then 0 else dispatched_in_window end,
@@ -65,10 +65,10 @@ pub async fn take_due(
                  or dispatch_window_start <= clock_timestamp() - make_interval(secs => $2::float8 * 0.9 / 1000)
                  then clock_timestamp() else dispatch_window_start end
          where id = $1 and state = 'running'
-         returning greatest((rate_per_second::bigint * $2) / 1000 - dispatched_in_window, 0)",
+         returning greatest((rate_per_second::bigint * $2) / 1000 - dispatched_in_window, 0) as "budget!""#,
+        campaign,
+        window_ms
     )
-    .bind(campaign)
-    .bind(window_ms)
     .fetch_optional(&mut *db)
     .await?;
     let Some(budget) = budget else {
@@ -80,8 +80,8 @@ pub async fn take_due(
             budget_exhausted: true,
         });
     }
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "with due as (
+    let ids: Vec<Uuid> = sqlx::query_scalar!(
+        r#"with due as (
              select id from messages
              where campaign_id = $1 and status = 'pending' and next_attempt_at <= now()
              order by next_attempt_at
@@ -96,18 +96,18 @@ pub async fn take_due(
              insert into decisions (message_id, campaign_id, phone_number, decision)
              select id, $1, phone_number, 'queued' from upd
          )
-         select id from upd",
+         select id as "id!" from upd"#,
+        campaign,
+        budget,
+        MessageStatus::Queued.rank()
     )
-    .bind(campaign)
-    .bind(budget)
-    .bind(MessageStatus::Queued.rank())
     .fetch_all(&mut *db)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update campaigns set dispatched_in_window = dispatched_in_window + $2 where id = $1",
+        campaign,
+        ids.len() as i32
     )
-    .bind(campaign)
-    .bind(ids.len() as i32)
     .execute(&mut *db)
     .await?;
     Ok(Taken {
@@ -118,12 +118,12 @@ pub async fn take_due(
 
 /// Puts messages whose tasks could not be published back to `pending`.
 pub async fn release(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update messages set status = 'pending', status_rank = $2, queued_at = null, updated_at = now()
          where id = any($1) and status = 'queued'",
+        ids,
+        MessageStatus::Pending.rank()
     )
-    .bind(ids)
-    .bind(MessageStatus::Pending.rank())
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -137,7 +137,7 @@ pub async fn stale_queued(
     older_than_secs: i64,
     limit: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "with stale as (
              select id from messages
              where status = 'queued' and twilio_sid is null
@@ -147,16 +147,16 @@ pub async fn stale_queued(
          )
          update messages m set queued_at = now() from stale where m.id = stale.id
          returning m.id",
+        older_than_secs as f64,
+        limit
     )
-    .bind(older_than_secs as f64)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// Messages of cancelled campaigns that were never sent end as `canceled`.
 pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "with gone as (
              update messages m set status = 'canceled', status_rank = $1, last_decision = 'cancelled',
                                  updated_at = now()
@@ -166,8 +166,8 @@ pub async fn sweep_cancelled(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error
          )
          insert into decisions (message_id, campaign_id, phone_number, decision, reason)
          select id, campaign_id, phone_number, 'cancelled', '{\"reason\": \"campaign cancelled\"}' from gone",
+        MessageStatus::Canceled.rank()
     )
-    .bind(MessageStatus::Canceled.rank())
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -181,11 +181,11 @@ pub async fn stuck_sending(
     db: impl PgExecutor<'_>,
     older_than_secs: i64,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "select count(*) from messages
-         where status = 'sending' and sending_at < now() - make_interval(secs => $1)",
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from messages
+         where status = 'sending' and sending_at < now() - make_interval(secs => $1)"#,
+        older_than_secs as f64
     )
-    .bind(older_than_secs as f64)
     .fetch_one(db)
     .await
 }

@@ -51,8 +51,9 @@ pub async fn claim(
     message_id: Uuid,
     lease_secs: f64,
 ) -> Result<Option<ClaimedMessage>, sqlx::Error> {
-    sqlx::query_as(
-        "with claimed as (
+    sqlx::query_as!(
+        ClaimedMessage,
+        r#"with claimed as (
              update messages set status = 'sending', status_rank = $3, sending_at = now(),
                                  claims = claims + 1, outcome_unknown = false, cap_reserved = false,
                                  reconcile_at = now() + make_interval(secs => $2), updated_at = now()
@@ -60,21 +61,22 @@ pub async fn claim(
              returning id, claims, campaign_id, phone_number, attempts
          )
          select c.id as message_id, c.claims as claim, c.campaign_id, c.phone_number, c.attempts,
-                k.account_holds, k.state as campaign_state, k.rate_per_second, k.quiet_hours_start,
+                k.account_holds, k.state as "campaign_state: CampaignState", k.rate_per_second, k.quiet_hours_start,
                 k.quiet_hours_end, k.default_timezone, k.frequency_cap, k.max_attempts,
                 k.topic, coalesce((select s.subscribed from topic_subscriptions s
                                    where s.phone_number = c.phone_number and s.topic = k.topic), true)
-                         as topic_subscribed,
+                         as "topic_subscribed!",
                 t.id as template_id, t.updated_at as template_version, t.body, t.content_sid, t.content_variables,
-                u.consent, u.attributes, u.profile_name, u.last_inbound_at
+                u.consent as "consent?: Consent", u.attributes as "attributes?", u.profile_name,
+                u.last_inbound_at
          from claimed c
          join campaigns k on k.id = c.campaign_id
          join templates t on t.id = k.template_id
-         left join users u on u.phone_number = c.phone_number",
+         left join users u on u.phone_number = c.phone_number"#,
+        message_id,
+        lease_secs,
+        MessageStatus::Sending.rank()
     )
-    .bind(message_id)
-    .bind(lease_secs)
-    .bind(MessageStatus::Sending.rank())
     .fetch_optional(db)
     .await
 }
@@ -92,27 +94,29 @@ pub async fn reserve_frequency_cap(
     cap: i32,
 ) -> Result<Result<(), i64>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(phone)
-        .execute(&mut *tx)
-        .await?;
-    let counted: i64 = sqlx::query_scalar(
-        "select count(*) from messages
-         where phone_number = $1 and id <> $2
-           and (sent_at > now() - interval '24 hours' or (status = 'sending' and cap_reserved))",
+    sqlx::query!(
+        r#"select pg_advisory_xact_lock(hashtextextended($1, 7)) as "locked!: ()""#,
+        phone
     )
-    .bind(phone)
-    .bind(message_id)
+    .execute(&mut *tx)
+    .await?;
+    let counted: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from messages
+         where phone_number = $1 and id <> $2
+           and (sent_at > now() - interval '24 hours' or (status = 'sending' and cap_reserved))"#,
+        phone,
+        message_id
+    )
     .fetch_one(&mut *tx)
     .await?;
     if counted >= i64::from(cap) {
         return Ok(Err(counted));
     }
-    sqlx::query(
+    sqlx::query!(
         "update messages set cap_reserved = true where id = $1 and claims = $2 and status = 'sending'",
+        message_id,
+        claim
     )
-    .bind(message_id)
-    .bind(claim)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -216,55 +220,55 @@ pub async fn finish(
     let (body, content_variables) = f.rendered.clone().unwrap_or((None, None));
     let content_variables: Option<Value> =
         content_variables.and_then(|c| serde_json::from_str(&c).ok());
-    let done: Option<bool> = sqlx::query_scalar(
-        "with upd as (
+    let done: Option<bool> = sqlx::query_scalar!(
+        r#"with upd as (
              update messages m set
                  -- $14: the status's rank (MessageStatus::rank). A send
                  -- never moves a message Twilio's callbacks took further back.
-                 status = case when $2 = 'sent' and m.status_rank >= $14 then m.status else $2 end,
+                 status = case when $2::text = 'sent' and m.status_rank >= $14::smallint then m.status else $2 end,
                  status_rank = case when $2 = 'sent' then greatest(m.status_rank, $14) else $14 end,
-                 twilio_sid = coalesce($3, m.twilio_sid),
-                 next_attempt_at = coalesce($4, m.next_attempt_at),
-                 error_code = coalesce($5, m.error_code),
-                 error_message = coalesce($6, m.error_message),
+                 twilio_sid = coalesce($3::text, m.twilio_sid),
+                 next_attempt_at = coalesce($4::timestamptz, m.next_attempt_at),
+                 error_code = coalesce($5::int, m.error_code),
+                 error_message = coalesce($6::text, m.error_message),
                  attempts = m.attempts + $11::int,
                  sent_at = case when $2 = 'sent' then coalesce(m.sent_at, now()) else m.sent_at end,
                  failed_at = case when $2 = 'failed' then now() else m.failed_at end,
                  queued_at = case when $2 = 'pending' then null else m.queued_at end,
-                 reconcile_at = $12,
+                 reconcile_at = $12::timestamptz,
                  outcome_unknown = ($2 = 'sending'),
                  cap_reserved = m.cap_reserved and $2 in ('sending', 'sent'),
-                 body = coalesce($9, m.body),
-                 content_variables = coalesce($10, m.content_variables),
-                 last_decision = $7,
+                 body = coalesce($9::text, m.body),
+                 content_variables = coalesce($10::jsonb, m.content_variables),
+                 last_decision = $7::text,
                  updated_at = now()
-             where m.id = $1 and m.claims = $13
+             where m.id = $1 and m.claims = $13::int
                and (m.status = 'sending'
                     -- Twilio's callback (naming our id) can beat its API answer:
                     -- the send is still recorded, the further status kept.
-                    or ($2 = 'sent' and m.status_rank > $15 and ($3 is null or m.twilio_sid = $3)))
+                    or ($2 = 'sent' and m.status_rank > $15::smallint and ($3::text is null or m.twilio_sid = $3::text)))
              returning m.id, m.campaign_id, m.phone_number
          ), logged as (
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
-             select id, campaign_id, phone_number, $7, $8 from upd
+             select id, campaign_id, phone_number, $7, $8::jsonb from upd
          )
-         select true from upd",
+         select true as "done!" from upd"#,
+        message_id,
+        status.as_str(),
+        sid,
+        until,
+        code,
+        message,
+        f.decision,
+        &f.reason,
+        body,
+        content_variables,
+        i32::from(f.attempted),
+        reconcile_at,
+        claim,
+        status.rank(),
+        MessageStatus::Sending.rank()
     )
-    .bind(message_id)
-    .bind(status.as_str())
-    .bind(sid)
-    .bind(until)
-    .bind(code)
-    .bind(message)
-    .bind(f.decision)
-    .bind(&f.reason)
-    .bind(body)
-    .bind(content_variables)
-    .bind(i32::from(f.attempted))
-    .bind(reconcile_at)
-    .bind(claim)
-    .bind(status.rank())
-    .bind(MessageStatus::Sending.rank())
     .fetch_optional(db)
     .await?;
     Ok(done.unwrap_or(false))
@@ -278,17 +282,17 @@ pub async fn note(
     decision: &str,
     reason: &Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with upd as (
              update messages set last_decision = $2 where id = $1
              returning id, campaign_id, phone_number
          )
          insert into decisions (message_id, campaign_id, phone_number, decision, reason)
          select id, campaign_id, phone_number, $2, $3 from upd",
+        message_id,
+        decision,
+        reason
     )
-    .bind(message_id)
-    .bind(decision)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(())

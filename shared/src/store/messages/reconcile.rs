@@ -43,8 +43,9 @@ pub async fn take_due(
     limit: i64,
     recheck_secs: f64,
 ) -> Result<Vec<Unsettled>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
+    sqlx::query_as!(
+        Unsettled,
+        r#"with due as (
              select id from messages
              where reconcile_at <= now()
                and (status = 'sending' or (twilio_sid is null and status_rank between 3 and 6))
@@ -54,11 +55,11 @@ pub async fn take_due(
          )
          update messages m set reconcile_at = now() + make_interval(secs => $2)
          from due where m.id = due.id
-         returning m.id, m.campaign_id, m.phone_number, m.claims, m.status, m.sending_at, m.body,
-                   m.resends, m.outcome_unknown",
+         returning m.id, m.campaign_id, m.phone_number, m.claims, m.status as "status: MessageStatus",
+                   m.sending_at, m.body, m.resends, m.outcome_unknown"#,
+        limit,
+        recheck_secs
     )
-    .bind(limit)
-    .bind(recheck_secs)
     .fetch_all(db)
     .await
 }
@@ -68,10 +69,12 @@ pub async fn sids_in_use(
     db: impl PgExecutor<'_>,
     sids: &[String],
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("select twilio_sid from messages where twilio_sid = any($1)")
-        .bind(sids)
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select twilio_sid as "twilio_sid!" from messages where twilio_sid = any($1)"#,
+        sids
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// What reconciliation concluded about one message.
@@ -142,8 +145,8 @@ pub async fn settle(
         Settlement::SidNotFound => (None, MessageStatus::Sent, None, None, None),
     };
     let resend = matches!(settlement, Settlement::Resend);
-    let done: Option<bool> = sqlx::query_scalar(
-        "with upd as (
+    let done: Option<bool> = sqlx::query_scalar!(
+        r#"with upd as (
              update messages m set
                  twilio_sid = coalesce($3, m.twilio_sid),
                  status = case when $9 or $5 > m.status_rank then $4 else m.status end,
@@ -167,19 +170,19 @@ pub async fn settle(
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
              select id, campaign_id, phone_number, $10, $11 from upd
          )
-         select true from upd",
+         select true as "done!" from upd"#,
+        m.id,
+        m.claims,
+        sid,
+        status.as_str(),
+        status.rank(),
+        code,
+        message,
+        created_at,
+        resend,
+        settlement.decision(),
+        reason
     )
-    .bind(m.id)
-    .bind(m.claims)
-    .bind(sid)
-    .bind(status.as_str())
-    .bind(status.rank())
-    .bind(code)
-    .bind(message)
-    .bind(created_at)
-    .bind(resend)
-    .bind(settlement.decision())
-    .bind(reason)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -194,8 +197,8 @@ pub async fn take_unsettled_sent(
     older_than_secs: f64,
     limit: i64,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
+    let rows = sqlx::query!(
+        r#"with due as (
              select id from messages
              where status = 'sent' and reconciled_at is null and twilio_sid is not null
                and sent_at <= now() - make_interval(secs => $1)
@@ -205,18 +208,18 @@ pub async fn take_unsettled_sent(
          )
          update messages m set reconciled_at = now()
          from due where m.id = due.id
-         returning m.id, m.twilio_sid",
+         returning m.id, m.twilio_sid as "twilio_sid!""#,
+        older_than_secs,
+        limit
     )
-    .bind(older_than_secs)
-    .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.twilio_sid)).collect())
 }
 
 /// A fetch by SID that Twilio did not answer is tried again on a later pass.
 pub async fn fetch_again(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update messages set reconciled_at = null where id = $1")
-        .bind(id)
+    sqlx::query!("update messages set reconciled_at = null where id = $1", id)
         .execute(db)
         .await?;
     Ok(())
