@@ -48,7 +48,9 @@ pub async fn take_due(
         r#"with due as (
              select id from messages
              where reconcile_at <= now()
-               and (status = 'sending' or (twilio_sid is null and status_rank between 3 and 6))
+               -- $3..$4: sent..read, what a callback naming our id can have
+               -- moved the row to before Twilio's API answer came.
+               and (status = 'sending' or (twilio_sid is null and status_rank between $3 and $4))
              order by reconcile_at
              limit $1
              for update skip locked
@@ -58,7 +60,9 @@ pub async fn take_due(
          returning m.id, m.campaign_id, m.phone_number, m.claims, m.status as "status: MessageStatus",
                    m.sending_at, m.body, m.resends, m.outcome_unknown"#,
         limit,
-        recheck_secs
+        recheck_secs,
+        MessageStatus::Sent.rank(),
+        MessageStatus::Read.rank()
     )
     .fetch_all(db)
     .await
@@ -154,7 +158,7 @@ pub async fn settle(
                  error_code = coalesce($6, m.error_code),
                  error_message = coalesce($7, m.error_message),
                  sent_at = case when $3 is not null then coalesce(m.sent_at, $8, now()) else m.sent_at end,
-                 failed_at = case when $5 = 100 then coalesce(m.failed_at, now()) else m.failed_at end,
+                 failed_at = case when $5 = $12 then coalesce(m.failed_at, now()) else m.failed_at end,
                  next_attempt_at = case when $9 then now() else m.next_attempt_at end,
                  queued_at = case when $9 then null else m.queued_at end,
                  resends = m.resends + $9::int,
@@ -164,7 +168,7 @@ pub async fn settle(
                  last_decision = $10,
                  updated_at = now()
              where m.id = $1 and m.claims = $2 and m.twilio_sid is null
-               and (m.status = 'sending' or m.status_rank between 3 and 6)
+               and (m.status = 'sending' or m.status_rank between $13 and $14)
              returning m.id, m.campaign_id, m.phone_number
          ), logged as (
              insert into decisions (message_id, campaign_id, phone_number, decision, reason)
@@ -181,7 +185,10 @@ pub async fn settle(
         created_at,
         resend,
         settlement.decision(),
-        reason
+        reason,
+        crate::domain::status::TERMINAL_RANK,
+        MessageStatus::Sent.rank(),
+        MessageStatus::Read.rank()
     )
     .fetch_optional(&mut *tx)
     .await?;
