@@ -4,7 +4,7 @@
 #
 #   inbound, status  database URL, Twilio auth token                   (secrets only)
 #   sender           database URL, Redis URL, Twilio SID and token     (secrets only)
-#   api              database URL, API key hashes                      (secrets only)
+#   api, events      database URL, API key hashes                      (secrets only)
 #   fanout           database URL; publisher on the send topic
 #   ingest           database URL; objectViewer on the import bucket
 #
@@ -32,6 +32,14 @@ resource "google_service_account" "pubsub_push" {
   account_id   = "${var.name_prefix}-pubsub-push"
   display_name = "Pub/Sub push to ${var.name_prefix}-sender"
   description  = "Identity in the OIDC token of send-task pushes; run.invoker on the sender only."
+}
+
+# Pub/Sub signs its pushes of the events topic as this account: a second
+# push identity, so that neither subscription can invoke the other's service.
+resource "google_service_account" "events_push" {
+  account_id   = "${var.name_prefix}-events-push"
+  display_name = "Pub/Sub push to ${var.name_prefix}-events"
+  description  = "Identity in the OIDC token of event pushes; run.invoker on events only."
 }
 
 # Cloud Scheduler calls fanout as this account.
@@ -68,10 +76,11 @@ resource "google_project_iam_member" "gcs_pubsub_publisher" {
 
 # The Pub/Sub service agent mints the OIDC tokens for push deliveries (ours
 # and Eventarc's). Projects created after April 2021 grant this implicitly;
-# the explicit grant, limited to the two accounts, makes older ones work too.
+# the explicit grant, limited to the three accounts, makes older ones work too.
 resource "google_service_account_iam_member" "pubsub_token_creator" {
   for_each = {
     pubsub_push = google_service_account.pubsub_push.name
+    events_push = google_service_account.events_push.name
     eventarc    = google_service_account.eventarc.name
   }
 

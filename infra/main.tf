@@ -5,7 +5,7 @@ data "google_project" "this" {
 }
 
 locals {
-  functions = ["inbound", "status", "ingest", "fanout", "sender", "api"]
+  functions = ["inbound", "status", "ingest", "fanout", "sender", "api", "events"]
 
   registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
@@ -29,7 +29,7 @@ resource "google_artifact_registry_repository" "images" {
   format        = "DOCKER"
   description   = "Event Stream Engine function images, one package per function."
 
-  # Every build pushes seven images; keep the recent ones (rollbacks) and
+  # Every build pushes eight images; keep the recent ones (rollbacks) and
   # let older ones go.
   cleanup_policy_dry_run = false
 

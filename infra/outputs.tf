@@ -58,6 +58,16 @@ output "dead_letter_subscription" {
   value       = google_pubsub_subscription.send_dead_letter.name
 }
 
+output "events_topic" {
+  description = "Pub/Sub topic of events (one event per message), pushed to the events service. Producers need roles/pubsub.publisher on it."
+  value       = google_pubsub_topic.events.name
+}
+
+output "events_dead_letter_subscription" {
+  description = "Pull subscription holding events that failed 10 deliveries."
+  value       = google_pubsub_subscription.events_dead_letter.name
+}
+
 output "database_instance" {
   description = "Cloud SQL instance name."
   value       = google_sql_database_instance.main.name

@@ -19,6 +19,9 @@
 #          batched upserts use both CPUs and memory stays predictable. Up to
 #          an hour per file; three files in parallel.
 # api      Operator traffic, light; scales to zero.
+# events   Short requests like api's (80 at once), but event producers and
+#          the events topic's push call it, not operators: a higher ceiling.
+#          Scales to zero.
 #
 # db_pool is DATABASE_MAX_CONNECTIONS: pool size per instance. The sum of
 # db_pool x max_instances must stay under the database's max_connections
@@ -32,6 +35,7 @@ locals {
     fanout  = { min_instances = 0, max_instances = 1, concurrency = 1, cpu = "1", memory = "512Mi", timeout_seconds = 300, db_pool = 4 }
     ingest  = { min_instances = 0, max_instances = 3, concurrency = 1, cpu = "2", memory = "1Gi", timeout_seconds = 3600, db_pool = 4 }
     api     = { min_instances = 0, max_instances = 3, concurrency = 80, cpu = "1", memory = "512Mi", timeout_seconds = 60, db_pool = 5 }
+    events  = { min_instances = 0, max_instances = 10, concurrency = 80, cpu = "1", memory = "512Mi", timeout_seconds = 60, db_pool = 5 }
   }
 
   sizing = {
@@ -82,6 +86,9 @@ locals {
     api = {
       DEFAULT_REGION = var.default_region
     }
+    events = {
+      DEFAULT_REGION = var.default_region
+    }
   }
 
   function_secrets = {
@@ -99,7 +106,8 @@ locals {
       TWILIO_ACCOUNT_SID = local.twilio_sid_secret
       TWILIO_AUTH_TOKEN  = local.twilio_token_secret
     }
-    api = { DATABASE_URL = local.database_url_secret, API_KEYS = local.api_keys_secret }
+    api    = { DATABASE_URL = local.database_url_secret, API_KEYS = local.api_keys_secret }
+    events = { DATABASE_URL = local.database_url_secret, API_KEYS = local.api_keys_secret }
   }
 
   # Twilio cannot present a Google identity token, so inbound and status are
@@ -115,11 +123,17 @@ locals {
     fanout  = { scheduler = "serviceAccount:${google_service_account.scheduler.email}" }
     sender  = { pubsub = "serviceAccount:${google_service_account.pubsub_push.email}" }
     api     = { for m in var.api_invoker_members : m => m }
+    # /v1/events is called like the API (Cloud Run IAM plus an API key);
+    # /pubsub/events by the events subscription's push identity.
+    events = merge(
+      { for m in var.api_invoker_members : m => m },
+      { pubsub = "serviceAccount:${google_service_account.events_push.email}" },
+    )
   }
 
   # Pub/Sub push, Cloud Scheduler and Eventarc count as internal traffic for
   # services in the same project, so only the public webhooks and the API
-  # accept traffic from outside.
+  # (api, and events for /v1/events) accept traffic from outside.
   function_ingress = {
     inbound = "INGRESS_TRAFFIC_ALL"
     status  = "INGRESS_TRAFFIC_ALL"
@@ -127,6 +141,7 @@ locals {
     fanout  = "INGRESS_TRAFFIC_INTERNAL_ONLY"
     sender  = "INGRESS_TRAFFIC_INTERNAL_ONLY"
     api     = var.api_ingress
+    events  = var.api_ingress
   }
 }
 

@@ -64,7 +64,7 @@ variable "image_tag" {
 }
 
 variable "image_digests" {
-  description = "Optional digests per function (inbound, status, ingest, fanout, sender, api, migrate) that take precedence over image_tag: { sender = \"sha256:…\" }."
+  description = "Optional digests per function (inbound, status, ingest, fanout, sender, api, events, migrate) that take precedence over image_tag: { sender = \"sha256:…\" }."
   type        = map(string)
   default     = {}
 
@@ -74,8 +74,8 @@ variable "image_digests" {
   }
 
   validation {
-    condition     = alltrue([for f in keys(var.image_digests) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "migrate"], f)])
-    error_message = "image_digests keys must be function names: inbound, status, ingest, fanout, sender, api, migrate."
+    condition     = alltrue([for f in keys(var.image_digests) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "events", "migrate"], f)])
+    error_message = "image_digests keys must be function names: inbound, status, ingest, fanout, sender, api, events, migrate."
   }
 }
 
@@ -147,7 +147,7 @@ variable "database_disk_size_gb" {
 variable "database_max_connections" {
   description = "PostgreSQL max_connections. Must cover the summed pool size x max instances of every service, the largest service's share again (rollouts) and a reserve; checked at plan time, see docs/deploy.md, Sizing."
   type        = number
-  default     = 300
+  default     = 350
 
   validation {
     condition     = var.database_max_connections >= 50 && var.database_max_connections <= 4000
@@ -249,8 +249,8 @@ variable "function_env" {
   default     = {}
 
   validation {
-    condition     = alltrue([for f in keys(var.function_env) : contains(["inbound", "status", "ingest", "fanout", "sender", "api"], f)])
-    error_message = "function_env keys must be function names: inbound, status, ingest, fanout, sender, api."
+    condition     = alltrue([for f in keys(var.function_env) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "events"], f)])
+    error_message = "function_env keys must be function names: inbound, status, ingest, fanout, sender, api, events."
   }
 }
 
@@ -285,13 +285,13 @@ variable "secrets_rollout" {
 # ---------------------------------------------------------------- access and sizing
 
 variable "api_invoker_members" {
-  description = "Principals allowed to call the /v1 API through Cloud Run IAM (e.g. group:operators@example.com, serviceAccount:…). Each caller also needs an API key."
+  description = "Principals allowed to call the /v1 API (the api service, and the events service's /v1/events) through Cloud Run IAM (e.g. group:operators@example.com, serviceAccount:…). Each caller also needs an API key."
   type        = list(string)
   default     = []
 }
 
 variable "api_ingress" {
-  description = "Network ingress of the api service. INGRESS_TRAFFIC_ALL lets operators reach it with an identity token from anywhere; INGRESS_TRAFFIC_INTERNAL_ONLY limits it to the VPC."
+  description = "Network ingress of the api and events services. INGRESS_TRAFFIC_ALL lets callers reach them with an identity token from anywhere; INGRESS_TRAFFIC_INTERNAL_ONLY limits them to the VPC."
   type        = string
   default     = "INGRESS_TRAFFIC_ALL"
 
@@ -315,8 +315,8 @@ variable "service_overrides" {
   default = {}
 
   validation {
-    condition     = alltrue([for f in keys(var.service_overrides) : contains(["inbound", "status", "ingest", "fanout", "sender", "api"], f)])
-    error_message = "service_overrides keys must be function names: inbound, status, ingest, fanout, sender, api."
+    condition     = alltrue([for f in keys(var.service_overrides) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "events"], f)])
+    error_message = "service_overrides keys must be function names: inbound, status, ingest, fanout, sender, api, events."
   }
 }
 

@@ -20,6 +20,7 @@ fn required_env(function: &str) -> &'static [&'static str] {
         "fanout" => fanout::REQUIRED_ENV,
         "api" => api::REQUIRED_ENV,
         "ingest" => ingest::REQUIRED_ENV,
+        "events" => events::REQUIRED_ENV,
         other => panic!("function crate {other} is new: add its REQUIRED_ENV here"),
     }
 }

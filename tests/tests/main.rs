@@ -10,6 +10,7 @@ mod api_templates;
 mod api_users;
 mod deploy;
 mod erasure;
+mod events;
 mod fanout;
 mod ingest;
 mod journey;

@@ -244,3 +244,40 @@ async fn a_stop_from_a_number_the_metadata_does_not_know_still_opts_out(db: PgPo
     assert_eq!(post_signed(&router, PATH, &odd).await.0, StatusCode::OK);
     assert_eq!(count(&db, "select count(*) from inbound_messages").await, 2);
 }
+
+/// Every message a person sends is a `message.received` event too (once,
+/// however often Twilio delivers it), with its keyword and button payload.
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn inbound_messages_are_events_once(db: PgPool) {
+    let router = webhooks_router(db.clone());
+    let mut tap = inbound("SM0101", "whatsapp:+14155552671", "Track my order");
+    tap.push(("ButtonPayload", "track-order"));
+    tap.push(("ButtonText", "Track my order"));
+    for _ in 0..2 {
+        let (status, body) = post_signed(&router, PATH, &tap).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = post_signed(
+        &router,
+        PATH,
+        &inbound("SM0102", "whatsapp:+14155552671", "stop"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+        "select idempotency_key, source, properties from events
+         where name = 'message.received' order by id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str()),
+        ("inbound:SM0101", "inbound")
+    );
+    assert_eq!(rows[0].2["button_payload"], "track-order");
+    assert_eq!(rows[0].2["body"], "Track my order");
+    assert_eq!(rows[0].2["keyword"], serde_json::Value::Null);
+    assert_eq!(rows[1].2["keyword"], "opted_out");
+}

@@ -206,6 +206,7 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
             publisher,
         )?)
         .merge(api::app(&api::Config::from_env(&env)?, db.clone()))
+        .merge(events::app(&events::Config::from_env(&env)?, db.clone()))
         .nest(
             "/ingest",
             ingest::app(&ingest::Config::from_env(&env)?, db.clone()).await?,

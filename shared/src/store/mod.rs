@@ -14,6 +14,7 @@
 //! take only a literal).
 
 pub mod campaigns;
+pub mod events;
 pub mod imports;
 pub mod inbound_messages;
 pub mod messages;

@@ -1,10 +1,14 @@
 //! `POST /webhooks/inbound`: a user wrote to our WhatsApp sender.
 
 use chrono::Utc;
+use serde_json::json;
 use sqlx::PgPool;
 
 use super::{VerifiedWebhook, WebhookError};
+use crate::domain::event::MESSAGE_RECEIVED;
 use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region, Topic};
+use crate::domain::{EventName, EventSource};
+use crate::store::events::{self, NewEvent};
 use crate::store::inbound_messages::{self, InboundMessage, Media};
 use crate::store::users::ConsentChange;
 use crate::store::{users, webhook_events};
@@ -194,6 +198,23 @@ pub async fn record(
         )
         .await?;
     }
+    // The message is an event too, so a reply can trigger a follow-up.
+    let received = NewEvent {
+        idempotency_key: format!("inbound:{}", message.message_sid),
+        phone_number: message.from.clone(),
+        name: EventName::parse(MESSAGE_RECEIVED).expect("a valid event name"),
+        properties: json!({
+            "message_sid": message.message_sid,
+            "body": message.body,
+            "keyword": keyword.map(Consent::as_str),
+            "button_payload": message.button_payload,
+            "button_text": message.button_text,
+            "num_media": message.media.len(),
+        }),
+        occurred_at: Utc::now(),
+        source: EventSource::Inbound,
+    };
+    events::insert_batch(&mut *tx, std::slice::from_ref(&received)).await?;
     tx.commit().await?;
     tracing::info!(phone = %message.from, consent_change = ?consent_change, "inbound message stored");
     Ok(InboundOutcome {
