@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 pub mod bench;
 pub mod bench_engine;
+pub mod bench_events;
 pub mod bench_ingest;
 pub mod bench_webhooks;
 pub mod engine;

@@ -1,4 +1,4 @@
-//! `cargo run --release -p e2e --bin bench -- <webhooks|ingest|fanout|sender>`: prints a table per benchmark.
+//! `cargo run --release -p e2e --bin bench -- <webhooks|ingest|fanout|sender|events>`: prints a table per benchmark.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -8,8 +8,9 @@ async fn main() -> anyhow::Result<()> {
         "ingest" => e2e::bench_ingest::run().await,
         "fanout" => e2e::bench_engine::fanout().await,
         "sender" => e2e::bench_engine::sender_path().await,
+        "events" => e2e::bench_events::run().await,
         other => anyhow::bail!(
-            "unknown benchmark {other:?}: expected webhooks, ingest, fanout or sender"
+            "unknown benchmark {other:?}: expected webhooks, ingest, fanout, sender or events"
         ),
     }
 }
