@@ -273,7 +273,9 @@ const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
 ///   parentheses or their URL encodings between the digits: see
 ///   [`PhoneNumber::written_pattern`]), is redacted: raw webhooks nobody matched to a message, Twilio's error texts
 ///   (they quote the `To`), decision reasons, import lines and their reject
-///   reasons, consent details, other people's inbound texts.
+///   reasons, consent details, other people's inbound texts and the
+///   properties of their events that mention it. (The person's own events
+///   are deleted with them.)
 ///
 /// The consent events stay, against the token: they prove consent. The sweep
 /// reads those tables whole; erasure is rare and runs in one transaction.
@@ -415,6 +417,15 @@ const ERASE_SWEEP: &[&str] = &[
     concat!(
         "update imports set failure_reason = '[erased]' where ",
         mentions!("failure_reason")
+    ),
+    // Other people's events that mention the number (a reply quoting it):
+    // the properties that do are dropped. The person's own events went with them.
+    concat!(
+        "update events e set properties = coalesce((select jsonb_object_agg(key, value) from jsonb_each(e.properties)
+             where value::text !~ $1), '{}')
+                || '{\"erased\": true}'
+         where ",
+        mentions!("properties::text")
     ),
 ];
 
