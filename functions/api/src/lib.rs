@@ -12,7 +12,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::{Router, middleware};
-use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::domain::Region;
 use shared::http::ApiError;
 use shared::http::auth::{ApiKeys, require_api_key};
@@ -38,26 +37,9 @@ pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "API_KEYS"];
 /// Where the OpenAPI document is served (without a key).
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub port: u16,
-    pub database: DatabaseConfig,
-    pub api_keys: ApiKeys,
-    pub default_region: Option<Region>,
-    pub gcp_project: Option<String>,
-}
-
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            port: config::port(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            api_keys: ApiKeys::from_env(env)?,
-            default_region: config::default_region(env)?,
-            gcp_project: config::gcp_project(env),
-        })
-    }
-}
+/// Its settings: a database, API keys (`API_KEYS`), the region national
+/// numbers are read in (`DEFAULT_REGION`).
+pub type Config = shared::http::auth::KeyedServiceConfig;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -144,6 +126,7 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::config::Env;
 
     #[test]
     fn every_required_variable_is_named_when_missing() {

@@ -11,17 +11,15 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router, middleware};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
-use shared::config::{self, ConfigError, DatabaseConfig, Env};
 use shared::domain::{EventName, EventSource, PhoneNumber, Region};
 use shared::gcp::PushEnvelope;
 use shared::http::ApiError;
-use shared::http::auth::{ApiKeys, require_api_key};
+use shared::http::auth::require_api_key;
 use shared::store::events::{self as store, NewEvent};
 use sqlx::PgPool;
 
@@ -40,26 +38,9 @@ pub const MAX_FUTURE: Duration = Duration::minutes(5);
 /// A request body: a full batch with room to spare.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub port: u16,
-    pub database: DatabaseConfig,
-    pub api_keys: ApiKeys,
-    pub default_region: Option<Region>,
-    pub gcp_project: Option<String>,
-}
-
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            port: config::port(env)?,
-            database: DatabaseConfig::from_env(env)?,
-            api_keys: ApiKeys::from_env(env)?,
-            default_region: config::default_region(env)?,
-            gcp_project: config::gcp_project(env),
-        })
-    }
-}
+/// The same settings as the `api` function's: a database, API keys, the
+/// region national numbers are read in.
+pub type Config = shared::http::auth::KeyedServiceConfig;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -248,17 +229,6 @@ pub async fn store_all(
         .collect())
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            let m = m.trim().to_ascii_lowercase();
-            m == "application/json" || m.ends_with("+json")
-        })
-}
-
 /// `POST /v1/events`: one event (`{"phone_number", "name", …}`: 201 created,
 /// 200 duplicate, 422 naming the field) or a batch (`{"events": [...]}`, 1 to
 /// 1,000: 200 with an outcome per event, in order; a bad event is rejected
@@ -268,13 +238,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if !is_json(&headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected a JSON body with Content-Type: application/json",
-        ));
-    }
+    shared::http::require_json(&headers)?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("body", format!("body is not valid JSON: {e}")))?;
     let now = Utc::now();

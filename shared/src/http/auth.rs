@@ -12,8 +12,32 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{ConfigError, Env};
+use crate::config::{self, ConfigError, DatabaseConfig, Env};
+use crate::domain::Region;
 use crate::http::ApiError;
+
+/// What a function that serves JSON to API-key holders reads (`api`,
+/// `events`): `PORT`, the database, `API_KEYS`, `DEFAULT_REGION`.
+#[derive(Debug, Clone)]
+pub struct KeyedServiceConfig {
+    pub port: u16,
+    pub database: DatabaseConfig,
+    pub api_keys: ApiKeys,
+    pub default_region: Option<Region>,
+    pub gcp_project: Option<String>,
+}
+
+impl KeyedServiceConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: config::port(env)?,
+            database: DatabaseConfig::from_env(env)?,
+            api_keys: ApiKeys::from_env(env)?,
+            default_region: config::default_region(env)?,
+            gcp_project: config::gcp_project(env),
+        })
+    }
+}
 
 /// The SHA-256 hashes of the keys that may call the API.
 #[derive(Clone)]
