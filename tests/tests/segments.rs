@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
-use shared::segment::{Segment, UserFacts};
+use shared::segment::{EventFact, Segment, UserFacts};
 use sqlx::{PgPool, QueryBuilder};
 
 use crate::support::MIGRATOR;
@@ -47,6 +47,24 @@ struct GenUser {
     created_days_ago: i64,
     inbound_hours_ago: Option<i64>,
     unsubscribed_topics: Vec<String>,
+    /// (name, hours ago, properties)
+    events: Vec<(&'static str, i64, Value)>,
+}
+
+const EVENT_NAMES: [&str; 2] = ["order.placed", "cart.abandoned"];
+const PROPERTY_KEYS: [&str; 4] = ["total", "sku", "coupon", "items"];
+
+fn event() -> impl Strategy<Value = (&'static str, i64, Value)> {
+    (
+        prop::sample::select(EVENT_NAMES.to_vec()),
+        0i64..2_000,
+        prop::collection::btree_map(
+            prop::sample::select(PROPERTY_KEYS.to_vec()),
+            attribute_value(),
+            0..4,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+    )
 }
 
 fn user() -> impl Strategy<Value = GenUser> {
@@ -57,17 +75,73 @@ fn user() -> impl Strategy<Value = GenUser> {
         0i64..400,
         prop::option::of(0i64..200),
         prop::sample::subsequence(TOPICS.to_vec(), 0..=TOPICS.len()),
+        prop::collection::vec(event(), 0..6),
     )
         .prop_map(
-            |(prefix, attributes, consent, created_days_ago, inbound_hours_ago, left)| GenUser {
-                phone: prefix.to_owned(),
-                attributes,
-                consent,
-                created_days_ago,
-                inbound_hours_ago,
-                unsubscribed_topics: left.into_iter().map(str::to_owned).collect(),
+            |(prefix, attributes, consent, created_days_ago, inbound_hours_ago, left, events)| {
+                GenUser {
+                    phone: prefix.to_owned(),
+                    attributes,
+                    consent,
+                    created_days_ago,
+                    inbound_hours_ago,
+                    unsubscribed_topics: left.into_iter().map(str::to_owned).collect(),
+                    events,
+                }
             },
         )
+}
+
+/// A leaf over an event's properties, as an event condition's `where` holds.
+fn property_leaf() -> impl Strategy<Value = Value> {
+    let key = prop::sample::select(vec!["total", "sku", "coupon", "items.0", "missing"]);
+    prop_oneof![
+        (
+            key.clone(),
+            prop::sample::select(vec!["eq", "ne", "lt", "gte", "contains"]),
+            scalar()
+        )
+            .prop_filter("ordering takes no booleans", |(_, op, v)| {
+                !(v.is_boolean() && ["lt", "gte"].contains(op))
+            })
+            .prop_map(|(k, op, v)| json!({"property": k, op: v})),
+        (key.clone(), prop::collection::vec(scalar(), 0..3))
+            .prop_map(|(k, v)| json!({"property": k, "in": v})),
+        (key, any::<bool>()).prop_map(|(k, b)| json!({"property": k, "exists": b})),
+    ]
+}
+
+fn property_filter() -> impl Strategy<Value = Value> {
+    property_leaf().prop_recursive(2, 6, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|v| json!({"all": v})),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|v| json!({"any": v})),
+            inner.prop_map(|v| json!({"not": v})),
+        ]
+    })
+}
+
+fn event_leaf() -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(EVENT_NAMES.to_vec()),
+        any::<bool>(),
+        prop::option::of(1i64..4),
+        prop::option::of(prop::sample::select(vec!["1d", "7d", "30d", "90m"])),
+        prop::option::of(property_filter()),
+    )
+        .prop_map(|(name, did, at_least, within, filter)| {
+            let mut c = json!({"event": name, "did": did});
+            if let Some(n) = at_least {
+                c["at_least"] = json!(n);
+            }
+            if let Some(w) = within {
+                c["within"] = json!(w);
+            }
+            if let Some(f) = filter {
+                c["where"] = f;
+            }
+            c
+        })
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
@@ -122,6 +196,8 @@ fn leaf() -> impl Strategy<Value = Value> {
             .prop_map(|p| json!({"field": "phone_number", "starts_with": p})),
         (prop::sample::select(TOPICS.to_vec()), any::<bool>())
             .prop_map(|(t, s)| json!({"topic": t, "subscribed": s})),
+        event_leaf(),
+        event_leaf(),
     ]
 }
 
@@ -176,10 +252,29 @@ async fn compiler_and_evaluator_agree(db: PgPool) {
                 .await
                 .unwrap();
         }
-        users.push((u, created, inbound));
+        let mut facts = vec![];
+        for (k, (name, hours_ago, properties)) in u.events.iter().enumerate() {
+            let occurred = now - Duration::hours(*hours_ago);
+            sqlx::query("insert into events (idempotency_key, phone_number, name, properties, occurred_at, source) values ($1, $2, $3, $4, $5, 'api')")
+                .bind(format!("{}-{k}", u.phone))
+                .bind(&u.phone)
+                .bind(name)
+                .bind(properties)
+                .bind(occurred)
+                .execute(&db)
+                .await
+                .unwrap();
+            facts.push(EventFact {
+                name: (*name).to_owned(),
+                occurred_at: occurred,
+                properties: properties.clone(),
+            });
+        }
+        users.push((u, created, inbound, facts));
     }
 
     let mut matched_some = 0;
+    let mut event_splits = 0;
     for _ in 0..300 {
         let definition = sample(&mut runner, segment());
         let seg =
@@ -195,7 +290,7 @@ async fn compiler_and_evaluator_agree(db: PgPool) {
         from_sql.sort();
         let mut from_memory: Vec<String> = users
             .iter()
-            .filter(|(u, created, inbound)| {
+            .filter(|(u, created, inbound, facts)| {
                 seg.matches(
                     &UserFacts {
                         phone_number: &u.phone,
@@ -204,22 +299,30 @@ async fn compiler_and_evaluator_agree(db: PgPool) {
                         created_at: *created,
                         last_inbound_at: *inbound,
                         unsubscribed_topics: &u.unsubscribed_topics,
+                        events: facts,
                     },
                     now,
                 )
             })
-            .map(|(u, _, _)| u.phone.clone())
+            .map(|(u, ..)| u.phone.clone())
             .collect();
         from_memory.sort();
         assert_eq!(from_sql, from_memory, "segment {definition}");
         if !from_sql.is_empty() && from_sql.len() < users.len() {
             matched_some += 1;
+            if definition.to_string().contains("\"event\"") {
+                event_splits += 1;
+            }
         }
     }
     // The generated segments discriminate: most select some users but not all.
     assert!(
         matched_some > 100,
         "only {matched_some} segments split the users"
+    );
+    assert!(
+        event_splits > 20,
+        "only {event_splits} event conditions split the users"
     );
 }
 

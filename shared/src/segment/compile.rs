@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::{Condition, Field, Node, Scalar};
+use super::{Condition, EventCondition, Field, Node, Scalar};
 
 type Qb<'a> = &'a mut QueryBuilder<Postgres>;
 
@@ -50,8 +50,9 @@ pub(super) fn node(n: &Node, qb: Qb<'_>, now: DateTime<Utc>) {
 
 /// How a field reads in SQL.
 enum Expr<'f> {
-    /// A jsonb value (`attributes #> path`), SQL null when missing.
-    Json(&'f [String]),
+    /// A jsonb value (`attributes #> path`, or an event's `properties #> path`),
+    /// SQL null when missing.
+    Json(&'static str, &'f [String]),
     /// A text column that is never null.
     Text(&'static str),
     /// A timestamp column.
@@ -60,7 +61,8 @@ enum Expr<'f> {
 
 fn expr(f: &Field) -> Expr<'_> {
     match f {
-        Field::Attribute(path) => Expr::Json(path),
+        Field::Attribute(path) => Expr::Json("attributes", path),
+        Field::Property(path) => Expr::Json(EVENT_ALIAS_PROPERTIES, path),
         Field::PhoneNumber | Field::Country => Expr::Text("phone_number"),
         Field::Consent => Expr::Text("consent"),
         Field::CreatedAt => Expr::Time("created_at"),
@@ -68,24 +70,28 @@ fn expr(f: &Field) -> Expr<'_> {
     }
 }
 
-fn json(path: &[String], qb: Qb<'_>) {
-    qb.push("(attributes #> ");
+/// The events an event condition counts, under an alias no outer query uses.
+const EVENT_ALIAS: &str = "segment_event";
+const EVENT_ALIAS_PROPERTIES: &str = "segment_event.properties";
+
+fn json(col: &str, path: &[String], qb: Qb<'_>) {
+    qb.push(format!("({col} #> "));
     qb.push_bind(path.to_vec());
     qb.push("::text[])");
 }
 
 /// `case when jsonb_typeof(X) = '<type>' then <typed X> <op> <value> else false end`:
 /// the type test guards the cast, and a missing value falls to `false`.
-fn typed_json(path: &[String], op: &str, value: &Scalar, qb: Qb<'_>) {
+fn typed_json(col: &str, path: &[String], op: &str, value: &Scalar, qb: Qb<'_>) {
     let (type_name, cast) = match value {
         Scalar::Str(_) => ("string", " #>> '{}')"),
         Scalar::Num(_) => ("number", ")::float8"),
         Scalar::Bool(_) => ("boolean", ")::boolean"),
     };
     qb.push("case when jsonb_typeof");
-    json(path, qb);
+    json(col, path, qb);
     qb.push(format!(" = '{type_name}' then ("));
-    json(path, qb);
+    json(col, path, qb);
     qb.push(cast);
     qb.push(format!(" {op} "));
     bind_scalar(value, qb);
@@ -110,7 +116,7 @@ fn bind_scalar(value: &Scalar, qb: Qb<'_>) {
 
 fn compare(f: &Field, op: &str, value: &Scalar, qb: Qb<'_>) {
     match (expr(f), value) {
-        (Expr::Json(path), _) => typed_json(path, op, value, qb),
+        (Expr::Json(col, path), _) => typed_json(col, path, op, value, qb),
         (Expr::Text(col), Scalar::Str(_)) => {
             qb.push(format!("{col} {op} "));
             bind_scalar(value, qb);
@@ -137,19 +143,19 @@ fn membership(f: &Field, list: &[Scalar], negate: bool, qb: Qb<'_>) {
     let (strs, nums, bools) = split(list);
     let not = if negate { "not " } else { "" };
     match expr(f) {
-        Expr::Json(path) => {
+        Expr::Json(col, path) => {
             qb.push("case jsonb_typeof");
-            json(path, qb);
+            json(col, path, qb);
             qb.push(format!(" when 'string' then {not}(("));
-            json(path, qb);
+            json(col, path, qb);
             qb.push(" #>> '{}') = any(");
             qb.push_bind(strs);
             qb.push(format!(")) when 'number' then {not}(("));
-            json(path, qb);
+            json(col, path, qb);
             qb.push(")::float8 = any(");
             qb.push_bind(nums);
             qb.push(format!(")) when 'boolean' then {not}(("));
-            json(path, qb);
+            json(col, path, qb);
             qb.push(")::boolean = any(");
             qb.push_bind(bools);
             qb.push(")) else false end");
@@ -176,17 +182,17 @@ fn condition(c: &Condition, qb: Qb<'_>, now: DateTime<Utc>) {
         Condition::In(f, list) => membership(f, list, false, qb),
         Condition::NotIn(f, list) => membership(f, list, true, qb),
         Condition::Contains(f, v) => match expr(f) {
-            Expr::Json(path) => {
+            Expr::Json(col, path) => {
                 qb.push("case jsonb_typeof");
-                json(path, qb);
+                json(col, path, qb);
                 qb.push(" when 'array' then ");
-                json(path, qb);
+                json(col, path, qb);
                 qb.push(" @> jsonb_build_array(");
                 qb.push_bind(scalar_json(v));
                 qb.push("::jsonb)");
                 if let Scalar::Str(s) = v {
                     qb.push(" when 'string' then strpos((");
-                    json(path, qb);
+                    json(col, path, qb);
                     qb.push(" #>> '{}'), ");
                     qb.push_bind(s.clone());
                     qb.push(") > 0");
@@ -208,11 +214,11 @@ fn condition(c: &Condition, qb: Qb<'_>, now: DateTime<Utc>) {
             }
         },
         Condition::StartsWith(f, s) => match expr(f) {
-            Expr::Json(path) => {
+            Expr::Json(col, path) => {
                 qb.push("case when jsonb_typeof");
-                json(path, qb);
+                json(col, path, qb);
                 qb.push(" = 'string' then starts_with((");
-                json(path, qb);
+                json(col, path, qb);
                 qb.push(" #>> '{}'), ");
                 qb.push_bind(s.clone());
                 qb.push(") else false end");
@@ -229,8 +235,8 @@ fn condition(c: &Condition, qb: Qb<'_>, now: DateTime<Utc>) {
         Condition::Exists(f, want) => {
             let null_test = if *want { " is not null" } else { " is null" };
             match expr(f) {
-                Expr::Json(path) => {
-                    json(path, qb);
+                Expr::Json(col, path) => {
+                    json(col, path, qb);
                     qb.push(null_test);
                 }
                 Expr::Text(_) => {
@@ -258,7 +264,32 @@ fn condition(c: &Condition, qb: Qb<'_>, now: DateTime<Utc>) {
             qb.push_bind(*subscribed);
             qb.push(")");
         }
+        Condition::Event(e) => event(e, qb, now),
     }
+}
+
+/// Counts the person's matching events up to `at_least` (no further: the
+/// answer is known by then) and compares.
+fn event(e: &EventCondition, qb: Qb<'_>, now: DateTime<Utc>) {
+    qb.push(if e.did { "(" } else { "not (" });
+    qb.push(format!(
+        "(select count(*) from (select 1 from events {EVENT_ALIAS} \
+         where {EVENT_ALIAS}.phone_number = users.phone_number and {EVENT_ALIAS}.name = "
+    ));
+    qb.push_bind(e.name.clone());
+    if let Some(d) = e.within {
+        qb.push(format!(" and {EVENT_ALIAS}.occurred_at >= "));
+        qb.push_bind(now - d);
+    }
+    if let Some(filter) = &e.filter {
+        qb.push(" and ");
+        node(filter, qb, now);
+    }
+    qb.push(" limit ");
+    qb.push_bind(e.at_least);
+    qb.push(") counted) >= ");
+    qb.push_bind(e.at_least);
+    qb.push(")");
 }
 
 fn time(f: &Field, op: &str, at: DateTime<Utc>, qb: Qb<'_>) {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{Condition, Field, Node, Scalar};
+use super::{Condition, EventCondition, Field, Node, Scalar};
 
 /// What a segment can look at for one user.
 #[derive(Debug, Clone, Copy)]
@@ -16,15 +16,50 @@ pub struct UserFacts<'a> {
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// The topics the user left.
     pub unsubscribed_topics: &'a [String],
+    /// The user's events (any order).
+    pub events: &'a [EventFact],
 }
 
-pub(super) fn node(n: &Node, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
+/// One of a user's events, as event conditions see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFact {
+    pub name: String,
+    pub occurred_at: DateTime<Utc>,
+    pub properties: Value,
+}
+
+/// What a definition is evaluated against: a person, or one event's
+/// properties (an event filter).
+pub(super) enum Facts<'u, 'a> {
+    User(&'u UserFacts<'a>),
+    Properties(&'u Value),
+}
+
+pub(super) fn node(n: &Node, f: &Facts<'_, '_>, now: DateTime<Utc>) -> bool {
     match n {
-        Node::All(children) => children.iter().all(|c| node(c, u, now)),
-        Node::Any(children) => children.iter().any(|c| node(c, u, now)),
-        Node::Not(inner) => !node(inner, u, now),
-        Node::Leaf(c) => condition(c, u, now),
+        Node::All(children) => children.iter().all(|c| node(c, f, now)),
+        Node::Any(children) => children.iter().any(|c| node(c, f, now)),
+        Node::Not(inner) => !node(inner, f, now),
+        Node::Leaf(c) => condition(c, f, now),
     }
+}
+
+/// How many of the user's events count for `e`, compared with `at_least`.
+fn event(e: &EventCondition, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
+    let since = e.within.map(|d| now - d);
+    let count = u
+        .events
+        .iter()
+        .filter(|x| x.name == e.name)
+        .filter(|x| since.is_none_or(|t| x.occurred_at >= t))
+        .filter(|x| {
+            e.filter
+                .as_ref()
+                .is_none_or(|f| node(f, &Facts::Properties(&x.properties), now))
+        })
+        .take(e.at_least as usize)
+        .count() as i64;
+    (count >= e.at_least) == e.did
 }
 
 /// What a field holds for this user, as a JSON value (`None` when missing).
@@ -34,13 +69,19 @@ enum Read<'a> {
     Time(Option<DateTime<Utc>>),
 }
 
-fn read<'a>(f: &Field, u: &UserFacts<'a>) -> Read<'a> {
+fn read<'u>(f: &Field, facts: &Facts<'u, '_>) -> Read<'u> {
+    let u: &'u UserFacts<'_> = match (f, facts) {
+        (Field::Property(path), Facts::Properties(p)) => return Read::Json(lookup(p, path)),
+        (_, Facts::Properties(_)) | (Field::Property(_), _) => return Read::Json(None),
+        (_, Facts::User(u)) => u,
+    };
     match f {
         Field::Attribute(path) => Read::Json(lookup(u.attributes, path)),
         Field::PhoneNumber | Field::Country => Read::Text(u.phone_number),
         Field::Consent => Read::Text(u.consent),
         Field::CreatedAt => Read::Time(Some(u.created_at)),
         Field::LastInboundAt => Read::Time(u.last_inbound_at),
+        Field::Property(_) => Read::Json(None),
     }
 }
 
@@ -86,7 +127,7 @@ fn ordering(a: &Scalar, b: &Scalar) -> Option<std::cmp::Ordering> {
 fn compare(
     f: &Field,
     v: &Scalar,
-    u: &UserFacts<'_>,
+    u: &Facts<'_, '_>,
     accept: fn(std::cmp::Ordering) -> bool,
 ) -> bool {
     same_type(&read(f, u), v)
@@ -94,7 +135,7 @@ fn compare(
         .is_some_and(accept)
 }
 
-fn condition(c: &Condition, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
+fn condition(c: &Condition, u: &Facts<'_, '_>, now: DateTime<Utc>) -> bool {
     use std::cmp::Ordering::*;
     match c {
         Condition::Eq(f, v) => compare(f, v, u, |o| o == Equal),
@@ -136,19 +177,27 @@ fn condition(c: &Condition, u: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
         Condition::Within(f, d) => time(f, u, |t| t >= now - *d),
         Condition::Before(f, w) => time(f, u, |t| t < w.resolve(now)),
         Condition::After(f, w) => time(f, u, |t| t > w.resolve(now)),
-        Condition::CountryIn(codes, negate) => {
-            codes
-                .iter()
-                .any(|c| u.phone_number.starts_with(&format!("+{c}")))
-                != *negate
-        }
-        Condition::Subscribed(topic, subscribed) => {
-            u.unsubscribed_topics.iter().any(|t| t == topic) != *subscribed
-        }
+        Condition::CountryIn(codes, negate) => match u {
+            Facts::User(u) => {
+                codes
+                    .iter()
+                    .any(|c| u.phone_number.starts_with(&format!("+{c}")))
+                    != *negate
+            }
+            Facts::Properties(_) => false,
+        },
+        Condition::Subscribed(topic, subscribed) => match u {
+            Facts::User(u) => u.unsubscribed_topics.iter().any(|t| t == topic) != *subscribed,
+            Facts::Properties(_) => false,
+        },
+        Condition::Event(e) => match u {
+            Facts::User(u) => event(e, u, now),
+            Facts::Properties(_) => false,
+        },
     }
 }
 
-fn time(f: &Field, u: &UserFacts<'_>, test: impl Fn(DateTime<Utc>) -> bool) -> bool {
+fn time(f: &Field, u: &Facts<'_, '_>, test: impl Fn(DateTime<Utc>) -> bool) -> bool {
     match read(f, u) {
         Read::Time(Some(t)) => test(t),
         _ => false,
@@ -171,6 +220,7 @@ mod tests {
             created_at: "2026-01-10T00:00:00Z".parse().unwrap(),
             last_inbound_at: None,
             unsubscribed_topics: &[],
+            events: &[],
         }
     }
 
@@ -280,6 +330,37 @@ mod tests {
             a
         ));
         let _ = Duration::days(1);
+    }
+
+    #[test]
+    fn event_conditions_count_matching_events_in_the_window() {
+        let now: DateTime<Utc> = "2026-02-01T00:00:00Z".parse().unwrap();
+        let attrs = json!({});
+        let ev = |name: &str, days_ago: i64, total: i64| EventFact {
+            name: name.to_owned(),
+            occurred_at: now - Duration::days(days_ago),
+            properties: json!({"total": total}),
+        };
+        let events = [
+            ev("order.placed", 1, 80),
+            ev("order.placed", 10, 20),
+            ev("order.placed", 40, 90),
+        ];
+        let u = UserFacts {
+            events: &events,
+            ..user(&attrs)
+        };
+        let seg = |v: Value| Segment::parse(&v).unwrap().matches(&u, now);
+        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 3})));
+        assert!(!seg(json!({"event": "order.placed", "did": true, "at_least": 3, "within": "30d"})));
+        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d"})));
+        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 2,
+                           "where": {"property": "total", "gte": 50}})));
+        assert!(!seg(json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d",
+                            "where": {"property": "total", "gte": 50}})));
+        assert!(seg(json!({"event": "cart.abandoned", "did": false})));
+        assert!(!seg(json!({"event": "order.placed", "did": false, "within": "7d"})));
+        assert!(seg(json!({"not": {"event": "order.placed", "did": true, "at_least": 4}})));
     }
 
     #[test]

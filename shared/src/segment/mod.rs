@@ -6,6 +6,10 @@
 //! evaluator answers for a single user ([`Segment::matches`]). Both give every
 //! condition two-valued meaning: a condition on a missing attribute, or on an
 //! attribute of another type than the value, is false, and `not` negates that.
+//! Event conditions ask whether a person did something (`order.placed` at
+//! least twice within 30 days, with a total over 50); the same grammar over an
+//! event's `properties` alone is a triggered campaign's filter
+//! ([`Segment::parse_event_filter`], [`Segment::matches_event`]).
 //! The grammar with examples is in `docs/segments.md`.
 
 mod compile;
@@ -15,7 +19,7 @@ mod parse;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
-pub use eval::UserFacts;
+pub use eval::{EventFact, UserFacts};
 
 /// Nesting depth at most.
 pub const MAX_DEPTH: usize = 16;
@@ -23,6 +27,8 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_NODES: usize = 500;
 /// Values in one `in` / `not_in` list at most.
 pub const MAX_LIST: usize = 10_000;
+/// The largest `at_least` an event condition takes.
+pub const MAX_AT_LEAST: i64 = 1_000;
 
 /// A validated segment definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +56,8 @@ enum Node {
 enum Field {
     /// A dotted path into `attributes`.
     Attribute(Vec<String>),
+    /// A dotted path into an event's `properties` (inside an event filter only).
+    Property(Vec<String>),
     PhoneNumber,
     Consent,
     /// The country calling code of the number, written as a region (`GB`)
@@ -104,16 +112,40 @@ enum Condition {
     CountryIn(Vec<u16>, bool),
     /// Subscribed to the topic (no `topic_subscriptions` row means subscribed).
     Subscribed(String, bool),
+    Event(Box<EventCondition>),
+}
+
+/// Did (or did not) the person do `name` at least `at_least` times, within
+/// the last `within` when given, counting only events that pass `filter`.
+#[derive(Debug, Clone, PartialEq)]
+struct EventCondition {
+    name: String,
+    did: bool,
+    at_least: i64,
+    within: Option<Duration>,
+    filter: Option<Node>,
 }
 
 impl Segment {
+    /// A segment of people.
     pub fn parse(definition: &Value) -> Result<Self, SegmentError> {
-        parse::parse(definition)
+        parse::parse(definition, parse::Scope::People)
+    }
+
+    /// A filter over one event's `properties`: the same grammar with
+    /// `{"property": "total", "gte": 50}` leaves and nothing else.
+    pub fn parse_event_filter(definition: &Value) -> Result<Self, SegmentError> {
+        parse::parse(definition, parse::Scope::Properties)
     }
 
     /// Whether `user` is in the segment at `now`.
     pub fn matches(&self, user: &UserFacts<'_>, now: DateTime<Utc>) -> bool {
-        eval::node(&self.root, user, now)
+        eval::node(&self.root, &eval::Facts::User(user), now)
+    }
+
+    /// Whether an event with these `properties` passes an event filter.
+    pub fn matches_event(&self, properties: &Value) -> bool {
+        eval::node(&self.root, &eval::Facts::Properties(properties), Utc::now())
     }
 
     /// Appends the predicate for `now()`.

@@ -4,8 +4,18 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Field, MAX_DEPTH, MAX_LIST, MAX_NODES, Node, Scalar, Segment, SegmentError, When,
+    Condition, EventCondition, Field, MAX_AT_LEAST, MAX_DEPTH, MAX_LIST, MAX_NODES, Node, Scalar,
+    Segment, SegmentError, When,
 };
+
+/// What a definition's leaves may look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A person: attributes, built-in fields, topics and events.
+    People,
+    /// One event's properties (an event condition's `where`, a trigger's filter).
+    Properties,
+}
 
 const OPERATORS: &[&str] = &[
     "eq",
@@ -28,9 +38,9 @@ struct Parser {
     nodes: usize,
 }
 
-pub(super) fn parse(definition: &Value) -> Result<Segment, SegmentError> {
+pub(super) fn parse(definition: &Value, scope: Scope) -> Result<Segment, SegmentError> {
     let mut p = Parser { nodes: 0 };
-    let root = p.node(definition, "$", 1)?;
+    let root = p.node(definition, "$", 1, scope)?;
     Ok(Segment { root })
 }
 
@@ -42,7 +52,13 @@ fn err(path: &str, message: impl Into<String>) -> SegmentError {
 }
 
 impl Parser {
-    fn node(&mut self, v: &Value, path: &str, depth: usize) -> Result<Node, SegmentError> {
+    fn node(
+        &mut self,
+        v: &Value,
+        path: &str,
+        depth: usize,
+        scope: Scope,
+    ) -> Result<Node, SegmentError> {
         if depth > MAX_DEPTH {
             return Err(err(path, format!("nested deeper than {MAX_DEPTH} levels")));
         }
@@ -68,7 +84,7 @@ impl Parser {
                 let nodes = items
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| self.node(c, &format!("{path}.{key}[{i}]"), depth + 1))
+                    .map(|(i, c)| self.node(c, &format!("{path}.{key}[{i}]"), depth + 1, scope))
                     .collect::<Result<Vec<_>, _>>()?;
                 return Ok(make(nodes));
             }
@@ -79,10 +95,95 @@ impl Parser {
                 inner,
                 &format!("{path}.not"),
                 depth + 1,
+                scope,
             )?)));
         }
-        leaf(obj, path).map(Node::Leaf)
+        match scope {
+            Scope::People if obj.contains_key("event") => {
+                self.event(obj, path, depth).map(Node::Leaf)
+            }
+            Scope::People if obj.contains_key("property") => Err(err(
+                &format!("{path}.property"),
+                "property conditions apply inside an event condition's \"where\"",
+            )),
+            Scope::People => leaf(obj, path).map(Node::Leaf),
+            Scope::Properties => property_leaf(obj, path).map(Node::Leaf),
+        }
     }
+
+    /// `{"event": "order.placed", "did": true, "at_least": 2, "within": "30d",
+    /// "where": {"property": "total", "gte": 50}}`.
+    fn event(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        depth: usize,
+    ) -> Result<Condition, SegmentError> {
+        const KEYS: [&str; 5] = ["event", "did", "at_least", "within", "where"];
+        if let Some(other) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(err(
+                &format!("{path}.{other}"),
+                format!("an event condition takes {}", KEYS.join(", ")),
+            ));
+        }
+        let name = obj["event"]
+            .as_str()
+            .ok_or_else(|| err(&format!("{path}.event"), "expected an event name (a string)"))?;
+        let name = crate::domain::EventName::parse(name)
+            .map_err(|e| err(&format!("{path}.event"), e))?;
+        let did = match obj.get("did") {
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(err(&format!("{path}.did"), "expected true or false")),
+            None => {
+                return Err(err(
+                    path,
+                    "missing \"did\": true (did it) or false (did not)",
+                ));
+            }
+        };
+        let at_least = match obj.get("at_least") {
+            None => 1,
+            Some(v) => v
+                .as_i64()
+                .filter(|n| (1..=MAX_AT_LEAST).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        &format!("{path}.at_least"),
+                        format!("expected a whole number from 1 to {MAX_AT_LEAST}"),
+                    )
+                })?,
+        };
+        let within = obj
+            .get("within")
+            .map(|v| duration(v, &format!("{path}.within")))
+            .transpose()?;
+        let filter = obj
+            .get("where")
+            .map(|v| self.node(v, &format!("{path}.where"), depth + 1, Scope::Properties))
+            .transpose()?;
+        Ok(Condition::Event(Box::new(EventCondition {
+            name: name.as_str().to_owned(),
+            did,
+            at_least,
+            within,
+            filter,
+        })))
+    }
+}
+
+/// `{"property": "order.total", "gte": 50}`: a leaf over an event's properties.
+fn property_leaf(obj: &Map<String, Value>, path: &str) -> Result<Condition, SegmentError> {
+    let Some(p) = obj.get("property") else {
+        return Err(err(
+            path,
+            "expected \"all\", \"any\", \"not\", or a condition with \"property\" (an event filter looks at the event's properties only)",
+        ));
+    };
+    let field = match attribute(p, &format!("{path}.property"))? {
+        Field::Attribute(parts) => Field::Property(parts),
+        other => other,
+    };
+    operator(obj, &["property"], field, path)
 }
 
 fn only_key(obj: &Map<String, Value>, key: &str, path: &str) -> Result<(), SegmentError> {
@@ -131,13 +232,23 @@ fn leaf(obj: &Map<String, Value>, path: &str) -> Result<Condition, SegmentError>
         (None, None) => {
             return Err(err(
                 path,
-                "expected \"all\", \"any\", \"not\", or a condition with \"attribute\" or \"field\"",
+                "expected \"all\", \"any\", \"not\", or a condition with \"attribute\", \"field\", \"topic\" or \"event\"",
             ));
         }
     };
+    operator(obj, &["attribute", "field"], field, path)
+}
+
+/// The one operator beside the field key(s) of a leaf.
+fn operator(
+    obj: &Map<String, Value>,
+    field_keys: &[&str],
+    field: Field,
+    path: &str,
+) -> Result<Condition, SegmentError> {
     let mut ops = obj
         .iter()
-        .filter(|(k, _)| *k != "attribute" && *k != "field");
+        .filter(|(k, _)| !field_keys.contains(&k.as_str()));
     let Some((op, value)) = ops.next() else {
         return Err(err(
             path,
@@ -414,6 +525,60 @@ mod tests {
         assert!(error(json!({"attribute": "a", "within": "7d"})).contains("time operators"));
         assert!(error(json!({"field": "country", "eq": "Atlantis"})).contains("unknown country"));
         assert!(error(json!({"all": [], "any": []})).contains("unexpected beside"));
+    }
+
+    #[test]
+    fn event_conditions_and_filters() {
+        Segment::parse(&json!({"all": [
+            {"event": "order.placed", "did": true, "at_least": 2, "within": "30d",
+             "where": {"any": [{"property": "total", "gte": 50}, {"not": {"property": "coupon", "exists": true}}]}},
+            {"event": "cart.abandoned", "did": false}
+        ]}))
+        .unwrap();
+        assert_eq!(
+            error(json!({"event": "order.placed"})),
+            "$: missing \"did\": true (did it) or false (did not)"
+        );
+        assert_eq!(
+            error(json!({"event": "order placed", "did": true})),
+            "$.event: \"order placed\" is not an event name: a letter or digit, then letters, digits, '_', '.', ':' or '-', at most 100"
+        );
+        assert!(
+            error(json!({"event": "x", "did": true, "at_least": 0}))
+                .starts_with("$.at_least: expected a whole number from 1 to 1000")
+        );
+        assert!(
+            error(json!({"event": "x", "did": true, "within": "soon"})).starts_with("$.within:")
+        );
+        assert!(error(json!({"event": "x", "did": true, "times": 2})).starts_with("$.times:"));
+        // Inside `where` only the event's properties; outside it, no properties.
+        assert!(
+            error(json!({"event": "x", "did": true, "where": {"attribute": "a", "eq": 1}}))
+                .starts_with("$.where: expected")
+        );
+        assert!(
+            error(json!({"not": {"property": "total", "gt": 1}}))
+                .starts_with("$.not.property: property conditions apply inside")
+        );
+        let filter = Segment::parse_event_filter(&json!({"all": [
+            {"property": "total", "gte": 50}, {"property": "items.0.sku", "starts_with": "A"}
+        ]}))
+        .unwrap();
+        assert!(filter.matches_event(&json!({"total": 60, "items": [{"sku": "A-1"}]})));
+        assert!(!filter.matches_event(&json!({"total": 40, "items": [{"sku": "A-1"}]})));
+        assert!(!filter.matches_event(&json!({})));
+        assert!(
+            Segment::parse_event_filter(&json!({"event": "x", "did": true}))
+                .unwrap_err()
+                .to_string()
+                .starts_with("$: expected")
+        );
+        assert!(
+            Segment::parse_event_filter(&json!({"property": "a", "eq": 1, "attribute": "b"}))
+                .unwrap_err()
+                .to_string()
+                .contains("operator")
+        );
     }
 
     #[test]

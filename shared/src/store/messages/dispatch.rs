@@ -31,7 +31,7 @@ pub async fn materialize_batch(
     qb.push("), ins as (insert into messages (campaign_id, phone_number) select ");
     qb.push_bind(campaign);
     qb.push(
-        ", phone_number from batch on conflict (campaign_id, phone_number) do nothing)
+        ", phone_number from batch on conflict (campaign_id, phone_number) where trigger_event_id is null do nothing)
          select max(phone_number), count(*) from batch",
     );
     qb.build_query_as().fetch_one(db).await
