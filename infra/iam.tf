@@ -4,7 +4,8 @@
 #
 #   inbound, status  database URL, Twilio auth token                   (secrets only)
 #   sender           database URL, Redis URL, Twilio SID and token     (secrets only)
-#   api, events      database URL, API key hashes                      (secrets only)
+#   api              database URL, API key hashes                      (secrets only)
+#   events           database URL, API key hashes; publisher on the send topic
 #   fanout           database URL; publisher on the send topic
 #   ingest           database URL; objectViewer on the import bucket
 #
@@ -17,6 +18,14 @@ resource "google_pubsub_topic_iam_member" "fanout_publisher" {
   topic  = google_pubsub_topic.send.name
   role   = "roles/pubsub.publisher"
   member = "serviceAccount:${module.service["fanout"].service_account_email}"
+}
+
+# Triggered messages that are due at once: events publishes their send tasks
+# itself instead of waiting for the next fan-out tick.
+resource "google_pubsub_topic_iam_member" "events_publisher" {
+  topic  = google_pubsub_topic.send.name
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${module.service["events"].service_account_email}"
 }
 
 resource "google_storage_bucket_iam_member" "ingest_reader" {

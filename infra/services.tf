@@ -88,6 +88,8 @@ locals {
     }
     events = {
       DEFAULT_REGION = var.default_region
+      # Triggered messages that are due at once go straight to the sender.
+      SEND_TOPIC = google_pubsub_topic.send.name
     }
   }
 

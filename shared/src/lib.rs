@@ -17,5 +17,6 @@ pub mod segment;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod trigger;
 pub mod twilio;
 pub mod webhooks;

@@ -51,7 +51,11 @@ pub async fn run() -> anyhow::Result<()> {
         ),
         ("API_KEYS", ApiKeys::hash(KEY)),
     ]))?;
-    let app = events::app(&config, db.clone());
+    let app = events::app(
+        &config,
+        db.clone(),
+        crate::engine::CountingPublisher::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use e2e::engine::RecordingPublisher;
 use serde_json::{Value, json};
 use shared::config::Env;
 use shared::gcp::PushEnvelope;
@@ -14,7 +15,12 @@ use sqlx::PgPool;
 use crate::api_support::{Api, KEY};
 use crate::support::MIGRATOR;
 
-fn service(db: PgPool) -> Api {
+pub fn service(db: PgPool) -> Api {
+    service_publishing_to(db, RecordingPublisher::default())
+}
+
+/// The events function, its triggered messages' tasks going to `publisher`.
+pub fn service_publishing_to(db: PgPool, publisher: RecordingPublisher) -> Api {
     let config = events::Config::from_env(&Env::from_pairs([
         (
             "DATABASE_URL",
@@ -26,7 +32,7 @@ fn service(db: PgPool) -> Api {
     .expect("test events config is valid");
     Api {
         router: shared::http::server::with_standard_routes(
-            events::app(&config, db.clone()),
+            events::app(&config, db.clone(), publisher),
             db,
             None,
         ),

@@ -22,6 +22,7 @@ mod sender;
 mod soak;
 mod support;
 mod topics;
+mod triggers;
 mod webhooks_edges;
 mod webhooks_inbound;
 mod webhooks_status;

@@ -12,6 +12,7 @@ use shared::segment::Segment;
 use shared::store::campaigns::{self as store, Campaign, CampaignFields, CampaignStats};
 use shared::store::{segments, templates};
 use shared::template::Template;
+use shared::trigger::Trigger;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -41,8 +42,9 @@ pub const MAX_ATTEMPTS: i32 = 20;
 #[derive(Debug, Clone)]
 struct Draft {
     name: String,
-    segment_id: Uuid,
+    segment_id: Option<Uuid>,
     template_id: Uuid,
+    trigger: Option<Trigger>,
     starts_at: Option<DateTime<Utc>>,
     rate_per_second: i32,
     quiet_hours_start: Option<String>,
@@ -56,6 +58,19 @@ struct Draft {
 impl Draft {
     fn validate(self) -> Result<CampaignFields, ApiError> {
         check_name(&self.name)?;
+        match &self.trigger {
+            Some(t) => {
+                t.validate()
+                    .map_err(|e| ApiError::unprocessable(e.field, e.message))?;
+            }
+            None if self.segment_id.is_none() => {
+                return Err(ApiError::unprocessable(
+                    "segment_id",
+                    "a batch campaign needs a segment_id (only a triggered campaign may go without)",
+                ));
+            }
+            None => {}
+        }
         if !(1..=MAX_RATE_PER_SECOND).contains(&self.rate_per_second) {
             return Err(ApiError::unprocessable(
                 "rate_per_second",
@@ -106,6 +121,7 @@ impl Draft {
             name: self.name,
             segment_id: self.segment_id,
             template_id: self.template_id,
+            trigger: self.trigger,
             starts_at: self.starts_at,
             rate_per_second: self.rate_per_second,
             quiet_hours,
@@ -155,8 +171,12 @@ pub struct CreateCampaign {
     /// 1 to 200 characters, not blank.
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
-    pub segment_id: Uuid,
+    /// Who: required for a batch campaign; a triggered campaign's optional audience.
+    pub segment_id: Option<Uuid>,
     pub template_id: Uuid,
+    /// Makes the campaign triggered: it sends when a matching event arrives
+    /// (docs/events.md), from launch until paused or cancelled.
+    pub trigger: Option<Trigger>,
     /// When sending may start; launch sets it to the launch time when empty.
     pub starts_at: Option<DateTime<Utc>>,
     /// 1 to 1000, default 10.
@@ -198,6 +218,7 @@ pub async fn create(
         name: req.name,
         segment_id: req.segment_id,
         template_id: req.template_id,
+        trigger: req.trigger,
         starts_at: req.starts_at,
         rate_per_second: req.rate_per_second.unwrap_or(10),
         quiet_hours_start: req.quiet_hours_start,
@@ -239,8 +260,15 @@ pub async fn get(
 pub struct PatchCampaign {
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
-    pub segment_id: Option<Uuid>,
+    /// `null` removes a triggered campaign's audience.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Uuid>)]
+    pub segment_id: Option<Option<Uuid>>,
     pub template_id: Option<Uuid>,
+    /// `null` makes the campaign a batch campaign again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Trigger>)]
+    pub trigger: Option<Option<Trigger>>,
     /// `null` clears it (launch then starts at once).
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
@@ -297,6 +325,7 @@ pub async fn patch(
         name: req.name.unwrap_or(c.name),
         segment_id: req.segment_id.unwrap_or(c.segment_id),
         template_id: req.template_id.unwrap_or(c.template_id),
+        trigger: req.trigger.unwrap_or(c.trigger.map(|t| t.0)),
         starts_at: req.starts_at.unwrap_or(c.starts_at),
         rate_per_second: req.rate_per_second.unwrap_or(c.rate_per_second),
         quiet_hours_start: req.quiet_hours_start.unwrap_or(c.quiet_hours_start),
@@ -343,14 +372,21 @@ async fn act(
     ))
 }
 
-/// A campaign launches only if the sender will be able to read its segment and template.
+/// A campaign launches only if the sender will be able to read its segment,
+/// trigger and template.
 async fn check_launchable(state: &AppState, c: &Campaign) -> Result<(), ApiError> {
-    let segment = segments::get(&state.db, c.segment_id)
-        .await?
-        .ok_or_else(|| ApiError::unprocessable("segment_id", "no segment with this id"))?;
-    Segment::parse(&segment.definition).map_err(|e| {
-        ApiError::unprocessable("segment_id", format!("the segment does not parse: {e}"))
-    })?;
+    if let Some(id) = c.segment_id {
+        let segment = segments::get(&state.db, id)
+            .await?
+            .ok_or_else(|| ApiError::unprocessable("segment_id", "no segment with this id"))?;
+        Segment::parse(&segment.definition).map_err(|e| {
+            ApiError::unprocessable("segment_id", format!("the segment does not parse: {e}"))
+        })?;
+    }
+    if let Some(t) = &c.trigger {
+        t.validate()
+            .map_err(|e| ApiError::unprocessable(e.field, e.message))?;
+    }
     let template = templates::get(&state.db, c.template_id)
         .await?
         .ok_or_else(|| ApiError::unprocessable("template_id", "no template with this id"))?;

@@ -2,7 +2,9 @@
 //! (an API key; one event, or a batch of up to 1,000) and `POST /pubsub/events`
 //! (the `events` topic's push subscription, one event per message). Events
 //! are stored idempotently (docs/events.md); people not seen before are
-//! created with consent `unknown`.
+//! created with consent `unknown`. New events start (and cancel) triggered
+//! campaigns' messages in the same transaction; the ones due at once are
+//! published to the sender as soon as it commits.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,14 +19,15 @@ use axum::{Json, Router, middleware};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Map, Value, json};
 use shared::domain::{EventName, EventSource, PhoneNumber, Region};
-use shared::gcp::PushEnvelope;
+use shared::engine::triggers::{self, StoredEvent};
+use shared::gcp::{PushEnvelope, TaskPublisher};
 use shared::http::ApiError;
 use shared::http::auth::require_api_key;
 use shared::store::events::{self as store, NewEvent};
 use sqlx::PgPool;
 
 /// The variables this binary cannot start without.
-pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "API_KEYS"];
+pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "API_KEYS", "GCP_PROJECT", "SEND_TOPIC"];
 
 /// Events in one `POST /v1/events`.
 pub const MAX_BATCH: usize = 1000;
@@ -42,25 +45,31 @@ pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// region national numbers are read in.
 pub type Config = shared::http::auth::KeyedServiceConfig;
 
-#[derive(Clone)]
-pub struct AppState {
+pub struct AppState<P> {
     pub db: PgPool,
     pub default_region: Option<Region>,
+    /// Where triggered messages due at once go (the sends topic).
+    pub publisher: P,
 }
 
 /// The function as its binary serves it (without the health routes, which
-/// the server adds): what the local stack composes.
-pub fn app(config: &Config, db: PgPool) -> Router {
-    let state = AppState {
+/// the server adds): what the local stack composes. `publisher` takes the
+/// send tasks of triggered messages due at once.
+pub fn app<P: TaskPublisher>(config: &Config, db: PgPool, publisher: P) -> Router {
+    let state = Arc::new(AppState {
         db,
         default_region: config.default_region,
-    };
-    let keyed = Router::new().route("/v1/events", post(ingest)).route_layer(
-        middleware::from_fn_with_state(Arc::new(config.api_keys.clone()), require_api_key),
-    );
+        publisher,
+    });
+    let keyed = Router::new()
+        .route("/v1/events", post(ingest::<P>))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(config.api_keys.clone()),
+            require_api_key,
+        ));
     Router::new()
         .merge(keyed)
-        .route("/pubsub/events", post(push))
+        .route("/pubsub/events", post(push::<P>))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -194,10 +203,12 @@ pub fn parse_event(
     })
 }
 
-/// Stores what parsed, once per key: later copies of a key in the same
-/// batch are duplicates of the first.
-pub async fn store_all(
-    db: &PgPool,
+/// Stores what parsed, once per key (later copies of a key in the same
+/// batch are duplicates of the first), fires the triggered campaigns on the
+/// new events in the same transaction, and after the commit publishes the
+/// messages due at once.
+pub async fn store_all<P: TaskPublisher>(
+    state: &AppState<P>,
     parsed: Vec<Result<NewEvent, ApiError>>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let mut seen = HashSet::new();
@@ -218,9 +229,31 @@ pub async fn store_all(
         }
     }
     if !batch.is_empty() {
-        let ids = store::insert_batch(db, &batch).await?;
+        let now = Utc::now();
+        let mut tx = state.db.begin().await?;
+        let ids = store::insert_batch(&mut *tx, &batch).await?;
+        let new: Vec<StoredEvent> = batch
+            .iter()
+            .zip(&ids)
+            .filter_map(|(e, id)| id.map(|id| StoredEvent::new(e, id)))
+            .collect();
+        let fired = triggers::fire(&mut tx, &new, now).await?;
+        tx.commit().await?;
         for (slot, id) in slots.into_iter().zip(ids) {
             outcomes[slot] = Some(id.map_or(Outcome::Duplicate, Outcome::Created));
+        }
+        if !fired.created.is_empty() || fired.cancelled > 0 {
+            tracing::info!(
+                messages = fired.created.len(),
+                cancelled = fired.cancelled,
+                "events triggered campaign messages"
+            );
+        }
+        // Stored is stored: a failure from here on leaves the messages to the fan-out.
+        if let Err(e) =
+            triggers::dispatch_due(&state.db, &state.publisher, &fired.created, now).await
+        {
+            tracing::error!(error = %e, "dispatching triggered messages failed; the fan-out will");
         }
     }
     Ok(outcomes
@@ -233,8 +266,8 @@ pub async fn store_all(
 /// 200 duplicate, 422 naming the field) or a batch (`{"events": [...]}`, 1 to
 /// 1,000: 200 with an outcome per event, in order; a bad event is rejected
 /// alone and loses nothing else).
-async fn ingest(
-    State(state): State<AppState>,
+async fn ingest<P: TaskPublisher>(
+    State(state): State<Arc<AppState<P>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -249,7 +282,7 @@ async fn ingest(
     else {
         // One event.
         let event = parse_event(&value, "", region, now, None, EventSource::Api)?;
-        let outcome = store_all(&state.db, vec![Ok(event)]).await?.remove(0);
+        let outcome = store_all(&state, vec![Ok(event)]).await?.remove(0);
         let status = match outcome {
             Outcome::Created(_) => StatusCode::CREATED,
             _ => StatusCode::OK,
@@ -285,7 +318,7 @@ async fn ingest(
             )
         })
         .collect();
-    let outcomes = store_all(&state.db, parsed).await?;
+    let outcomes = store_all(&state, parsed).await?;
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     let summary = json!({
         "created": count(|o| matches!(o, Outcome::Created(_))),
@@ -300,7 +333,10 @@ async fn ingest(
 /// `idempotency_key` or else the message id (a redelivery is a duplicate).
 /// 204 once stored (or stored before); 400 for a message that is not an
 /// event, which Pub/Sub redelivers until the dead-letter topic takes it.
-async fn push(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+async fn push<P: TaskPublisher>(
+    State(state): State<Arc<AppState<P>>>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
     let envelope = PushEnvelope::parse(&body).map_err(|e| {
         tracing::warn!(error = %e, "malformed push envelope");
         ApiError::bad_request("body", e.to_string())
@@ -320,7 +356,7 @@ async fn push(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, 
             tracing::warn!(%message_id, field = e.field.as_deref(), error = %e.message, "event refused");
             ApiError::bad_request(e.field.as_deref().unwrap_or("message.data"), e.message)
         })?;
-    match store_all(&state.db, vec![Ok(event)]).await?.remove(0) {
+    match store_all(&state, vec![Ok(event)]).await?.remove(0) {
         Outcome::Rejected(e) => Err(e),
         _ => Ok(StatusCode::NO_CONTENT),
     }

@@ -184,13 +184,14 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
     };
 
     // Pub/Sub: a dependency of the fan-out, likewise.
-    let publisher = if env.raw("SEND_TOPIC").is_some() {
+    // One publisher for the fan-out and the events function (triggered messages).
+    let publisher = Arc::new(if env.raw("SEND_TOPIC").is_some() {
         services.push(("Pub/Sub", "SEND_TOPIC".into()));
         LocalPublisher::PubSub(PubSubPublisher::from_config(&PubSubConfig::from_env(&env)?).await?)
     } else {
         services.push(("Pub/Sub", "in-process queue pushing to /pubsub/push".into()));
         LocalPublisher::Queue(InProcessQueue::start(format!("{base_url}/pubsub/push")))
-    };
+    });
 
     let mut app = Router::new()
         .merge(inbound::app(&inbound::Config::from_env(&env)?, db.clone()))
@@ -203,10 +204,14 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
         .merge(fanout::app(
             &fanout::Config::from_env(&env)?,
             db.clone(),
-            publisher,
+            publisher.clone(),
         )?)
         .merge(api::app(&api::Config::from_env(&env)?, db.clone()))
-        .merge(events::app(&events::Config::from_env(&env)?, db.clone()))
+        .merge(events::app(
+            &events::Config::from_env(&env)?,
+            db.clone(),
+            publisher,
+        ))
         .nest(
             "/ingest",
             ingest::app(&ingest::Config::from_env(&env)?, db.clone()).await?,

@@ -171,11 +171,14 @@ pub fn decide(
             );
         }
     }
-    let ctx = user_context(
+    let mut ctx = user_context(
         &c.phone_number,
         c.attributes.as_ref().unwrap_or(&Value::Null),
         c.profile_name.as_deref(),
     );
+    if let (Some(props), Value::Object(m)) = (&c.event_properties, &mut ctx) {
+        m.insert("event".into(), props.clone());
+    }
     match template.render(&ctx) {
         Ok(rendered) => Decision::Send(Box::new(Planned {
             frequency_cap: c.frequency_cap.or(settings.default_frequency_cap),

@@ -22,3 +22,11 @@ pub trait TaskPublisher: Send + Sync + 'static {
         tasks: &[SendTask],
     ) -> impl std::future::Future<Output = Result<(), PublishError>> + Send;
 }
+
+/// One publisher shared by several functions (the local stack's queue serves
+/// the fan-out and the events function).
+impl<P: TaskPublisher> TaskPublisher for std::sync::Arc<P> {
+    async fn publish(&self, tasks: &[SendTask]) -> Result<(), PublishError> {
+        P::publish(self, tasks).await
+    }
+}

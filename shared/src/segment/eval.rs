@@ -351,16 +351,30 @@ mod tests {
             ..user(&attrs)
         };
         let seg = |v: Value| Segment::parse(&v).unwrap().matches(&u, now);
-        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 3})));
-        assert!(!seg(json!({"event": "order.placed", "did": true, "at_least": 3, "within": "30d"})));
-        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d"})));
-        assert!(seg(json!({"event": "order.placed", "did": true, "at_least": 2,
-                           "where": {"property": "total", "gte": 50}})));
-        assert!(!seg(json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d",
-                            "where": {"property": "total", "gte": 50}})));
+        assert!(seg(
+            json!({"event": "order.placed", "did": true, "at_least": 3})
+        ));
+        assert!(!seg(
+            json!({"event": "order.placed", "did": true, "at_least": 3, "within": "30d"})
+        ));
+        assert!(seg(
+            json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d"})
+        ));
+        assert!(seg(
+            json!({"event": "order.placed", "did": true, "at_least": 2,
+                           "where": {"property": "total", "gte": 50}})
+        ));
+        assert!(!seg(
+            json!({"event": "order.placed", "did": true, "at_least": 2, "within": "30d",
+                            "where": {"property": "total", "gte": 50}})
+        ));
         assert!(seg(json!({"event": "cart.abandoned", "did": false})));
-        assert!(!seg(json!({"event": "order.placed", "did": false, "within": "7d"})));
-        assert!(seg(json!({"not": {"event": "order.placed", "did": true, "at_least": 4}})));
+        assert!(!seg(
+            json!({"event": "order.placed", "did": false, "within": "7d"})
+        ));
+        assert!(seg(
+            json!({"not": {"event": "order.placed", "did": true, "at_least": 4}})
+        ));
     }
 
     #[test]

@@ -126,11 +126,14 @@ impl Parser {
                 format!("an event condition takes {}", KEYS.join(", ")),
             ));
         }
-        let name = obj["event"]
-            .as_str()
-            .ok_or_else(|| err(&format!("{path}.event"), "expected an event name (a string)"))?;
-        let name = crate::domain::EventName::parse(name)
-            .map_err(|e| err(&format!("{path}.event"), e))?;
+        let name = obj["event"].as_str().ok_or_else(|| {
+            err(
+                &format!("{path}.event"),
+                "expected an event name (a string)",
+            )
+        })?;
+        let name =
+            crate::domain::EventName::parse(name).map_err(|e| err(&format!("{path}.event"), e))?;
         let did = match obj.get("did") {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(err(&format!("{path}.did"), "expected true or false")),

@@ -10,13 +10,22 @@ use uuid::Uuid;
 
 use crate::domain::{CampaignState, QuietHours};
 use crate::store::PageKey;
+use crate::trigger::Trigger;
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
     pub id: Uuid,
     pub name: String,
-    pub segment_id: Uuid,
+    /// `batch` (once to a segment) or `triggered` (on events, until paused or cancelled).
+    #[schema(pattern = "^(batch|triggered)$")]
+    pub kind: String,
+    /// Who: a batch campaign's recipients, a triggered campaign's audience
+    /// (`null`: whoever the event is about).
+    pub segment_id: Option<Uuid>,
     pub template_id: Uuid,
+    /// A triggered campaign's trigger; `null` for a batch campaign.
+    #[schema(value_type = Option<Trigger>)]
+    pub trigger: Option<Json<Trigger>>,
     /// `draft`, `scheduled`, `running`, `paused`, `completed` or `cancelled`.
     #[schema(value_type = String)]
     pub state: CampaignState,
@@ -53,8 +62,9 @@ impl Campaign {
 #[derive(Debug, Clone)]
 pub struct CampaignFields {
     pub name: String,
-    pub segment_id: Uuid,
+    pub segment_id: Option<Uuid>,
     pub template_id: Uuid,
+    pub trigger: Option<Trigger>,
     pub starts_at: Option<DateTime<Utc>>,
     pub rate_per_second: i32,
     pub quiet_hours: Option<QuietHours>,
@@ -69,9 +79,9 @@ pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campa
     sqlx::query_as!(
         Campaign,
         r#"insert into campaigns (name, segment_id, template_id, starts_at, rate_per_second,
-             quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts, topic)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+             quiet_hours_start, quiet_hours_end, default_timezone, frequency_cap, max_attempts, topic, trigger)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         returning id, name, kind as "kind!", segment_id, template_id, trigger as "trigger: Json<Trigger>", state as "state: CampaignState", starts_at,
              rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
              to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
              frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
@@ -86,7 +96,8 @@ pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campa
         &c.default_timezone,
         c.frequency_cap,
         c.max_attempts,
-        c.topic.as_ref().map(|t| t.as_str())
+        c.topic.as_ref().map(|t| t.as_str()),
+        c.trigger.clone().map(Json) as Option<Json<Trigger>>
     )
     .fetch_one(db)
     .await
@@ -96,7 +107,7 @@ pub async fn insert(db: impl PgExecutor<'_>, c: &CampaignFields) -> Result<Campa
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Campaign>, sqlx::Error> {
     sqlx::query_as!(
         Campaign,
-        r#"select id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+        r#"select id, name, kind as "kind!", segment_id, template_id, trigger as "trigger: Json<Trigger>", state as "state: CampaignState", starts_at,
              rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
              to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
              frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
@@ -119,7 +130,7 @@ pub async fn list(
     let (at, id) = after.unzip();
     sqlx::query_as!(
         Campaign,
-        r#"select id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+        r#"select id, name, kind as "kind!", segment_id, template_id, trigger as "trigger: Json<Trigger>", state as "state: CampaignState", starts_at,
              rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
              to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
              frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
@@ -150,9 +161,9 @@ pub async fn update_draft(
         Campaign,
         r#"update campaigns set name = $2, segment_id = $3, template_id = $4, starts_at = $5,
              rate_per_second = $6, quiet_hours_start = $7, quiet_hours_end = $8,
-             default_timezone = $9, frequency_cap = $10, max_attempts = $11, topic = $12
+             default_timezone = $9, frequency_cap = $10, max_attempts = $11, topic = $12, trigger = $13
          where id = $1 and state = 'draft'
-         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+         returning id, name, kind as "kind!", segment_id, template_id, trigger as "trigger: Json<Trigger>", state as "state: CampaignState", starts_at,
              rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
              to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
              frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
@@ -168,7 +179,8 @@ pub async fn update_draft(
         &c.default_timezone,
         c.frequency_cap,
         c.max_attempts,
-        c.topic.as_ref().map(|t| t.as_str())
+        c.topic.as_ref().map(|t| t.as_str()),
+        c.trigger.clone().map(Json) as Option<Json<Trigger>>
     )
     .fetch_optional(db)
     .await
@@ -193,7 +205,7 @@ pub async fn set_state(
              -- Resuming starts the count of account-level refusals afresh.
              account_holds = case when $2 = 'paused' then 0 else account_holds end
          where id = $1 and state = $2
-         returning id, name, segment_id, template_id, state as "state: CampaignState", starts_at,
+         returning id, name, kind as "kind!", segment_id, template_id, trigger as "trigger: Json<Trigger>", state as "state: CampaignState", starts_at,
              rate_per_second, to_char(quiet_hours_start, 'HH24:MI') as quiet_hours_start,
              to_char(quiet_hours_end, 'HH24:MI') as quiet_hours_end, default_timezone,
              frequency_cap, max_attempts, topic, materialized_at, started_at, completed_at,
@@ -337,7 +349,10 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
 #[tracing::instrument(skip_all)]
 pub async fn start_due_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
-        "update campaigns set state = 'running', started_at = coalesce(started_at, now())
+        "update campaigns set state = 'running', started_at = coalesce(started_at, now()),
+             -- A triggered campaign has no recipients to materialize: it listens.
+             materialized_at = case when trigger is not null then coalesce(materialized_at, now())
+                               else materialized_at end
          where state = 'scheduled' and coalesce(starts_at, now()) <= now()
          returning id"
     )
@@ -351,7 +366,7 @@ pub async fn to_materialize(
 ) -> Result<Vec<(Uuid, serde_json::Value)>, sqlx::Error> {
     let rows = sqlx::query!(
         "select c.id, s.definition from campaigns c join segments s on s.id = c.segment_id
-         where c.state = 'running' and c.materialized_at is null
+         where c.state = 'running' and c.materialized_at is null and c.trigger is null
          order by c.created_at"
     )
     .fetch_all(db)
@@ -378,11 +393,12 @@ pub async fn running_campaigns(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sql
         .await
 }
 
-/// `running → completed` when every message has reached an end.
+/// `running → completed` when every message of a batch campaign has reached
+/// an end. (A triggered campaign runs until paused or cancelled.)
 pub async fn complete_finished(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "update campaigns c set state = 'completed', completed_at = now()
-         where c.state = 'running' and c.materialized_at is not null
+         where c.state = 'running' and c.materialized_at is not null and c.trigger is null
            and not exists (select 1 from messages m
                            where m.campaign_id = c.id and m.status in ('pending', 'queued', 'sending'))
          returning c.id"

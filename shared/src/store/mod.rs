@@ -6,7 +6,7 @@
 //! Fixed queries are `sqlx::query!` macros, checked at compile time against
 //! the query data in `.sqlx/` (`scripts/sqlx-check` keeps it true to the
 //! migrations). Checked at run time instead, on purpose: SQL built per
-//! request (the segment compiler, the user list), the import merge over the
+//! request (the segment compiler, the user list, a triggered campaign's audience), the import merge over the
 //! session's staging table (`pg_temp.import_rows` exists only inside the
 //! import's session), the erasure sweep (composed per table from one
 //! pattern), and the webhook-event insert that `webhook_events::insert` and
@@ -20,6 +20,7 @@ pub mod inbound_messages;
 pub mod messages;
 pub mod segments;
 pub mod templates;
+pub mod triggers;
 mod types;
 pub mod users;
 pub mod webhook_events;

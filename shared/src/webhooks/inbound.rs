@@ -8,6 +8,7 @@ use super::{VerifiedWebhook, WebhookError};
 use crate::domain::event::MESSAGE_RECEIVED;
 use crate::domain::{Consent, ConsentKeywords, ConsentSource, PhoneNumber, Region, Topic};
 use crate::domain::{EventName, EventSource};
+use crate::engine::triggers::{self, StoredEvent};
 use crate::store::events::{self, NewEvent};
 use crate::store::inbound_messages::{self, InboundMessage, Media};
 use crate::store::users::ConsentChange;
@@ -214,7 +215,14 @@ pub async fn record(
         occurred_at: Utc::now(),
         source: EventSource::Inbound,
     };
-    events::insert_batch(&mut *tx, std::slice::from_ref(&received)).await?;
+    let ids = events::insert_batch(&mut *tx, std::slice::from_ref(&received)).await?;
+    // A reply can start a triggered campaign's follow-up (or cancel a waiting
+    // message). Its messages wait for the fan-out's next tick: this webhook
+    // answers Twilio and publishes nothing.
+    if let Some(id) = ids.first().copied().flatten() {
+        let stored = StoredEvent::new(&received, id);
+        triggers::fire(&mut tx, std::slice::from_ref(&stored), Utc::now()).await?;
+    }
     tx.commit().await?;
     tracing::info!(phone = %message.from, consent_change = ?consent_change, "inbound message stored");
     Ok(InboundOutcome {

@@ -53,6 +53,7 @@ mod decide {
             attributes: Some(attributes),
             profile_name: None,
             last_inbound_at: inbound_hours_ago.map(|h| now - chrono::Duration::hours(h)),
+            event_properties: None,
         }
     }
 
@@ -141,5 +142,39 @@ mod decide {
                 json!({"template_error": "body: unexpected end"})
             )
         );
+    }
+
+    #[test]
+    fn a_triggered_message_renders_its_event_properties() {
+        let now = Utc::now();
+        let mut c = claimed(
+            "running",
+            Some("opted_in"),
+            Some(1),
+            None,
+            json!({"first_name": "Ada"}),
+            now,
+            (None, true),
+        );
+        let template = Template::new(
+            Some("Hi {{ first_name }}, order {{ event.order_id }} shipped"),
+            None,
+            None,
+        )
+        .unwrap();
+        let settings = SenderSettings::default();
+        // Without the event the variable is missing: skipped, naming it.
+        assert_eq!(
+            name(&decide(&c, Ok(&template), now, &settings)),
+            "skipped_render"
+        );
+        c.event_properties = Some(json!({"order_id": "A-17"}));
+        match decide(&c, Ok(&template), now, &settings) {
+            Decision::Send(plan) => assert_eq!(
+                plan.rendered.body.as_deref(),
+                Some("Hi Ada, order A-17 shipped")
+            ),
+            other => panic!("expected a send, got {other:?}"),
+        }
     }
 }

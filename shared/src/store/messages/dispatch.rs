@@ -116,6 +116,35 @@ pub async fn take_due(
     })
 }
 
+/// Takes the given `pending` messages (due now: the caller checked) whose
+/// campaign runs (a triggered campaign's messages, as the event that started
+/// them commits), marks them `queued` with a `queued` decision, and returns
+/// their ids. The campaign's pace still holds: the sender's rate limiter counts
+/// every send, however it was dispatched.
+#[tracing::instrument(skip_all, fields(messages = ids.len()))]
+pub async fn queue_now(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"with due as (
+             select m.id from messages m join campaigns k on k.id = m.campaign_id
+             where m.id = any($1) and m.status = 'pending' and k.state = 'running'
+             for update of m skip locked
+         ), upd as (
+             update messages m set status = 'queued', status_rank = $2, queued_at = now(),
+                                 last_decision = 'queued', updated_at = now()
+             from due where m.id = due.id
+             returning m.id, m.campaign_id, m.phone_number
+         ), logged as (
+             insert into decisions (message_id, campaign_id, phone_number, decision)
+             select id, campaign_id, phone_number, 'queued' from upd
+         )
+         select id as "id!" from upd"#,
+        ids,
+        MessageStatus::Queued.rank()
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Puts messages whose tasks could not be published back to `pending`.
 pub async fn release(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(

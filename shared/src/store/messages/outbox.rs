@@ -40,6 +40,8 @@ pub struct ClaimedMessage {
     pub attributes: Option<Value>,
     pub profile_name: Option<String>,
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// A triggered message's event properties (`{{ event.order_id }}`).
+    pub event_properties: Option<Value>,
 }
 
 /// `queued → sending`, only for a message no sender has claimed and Twilio
@@ -58,7 +60,7 @@ pub async fn claim(
                                  claims = claims + 1, outcome_unknown = false, cap_reserved = false,
                                  reconcile_at = now() + make_interval(secs => $2), updated_at = now()
              where id = $1 and status = 'queued' and twilio_sid is null
-             returning id, claims, campaign_id, phone_number, attempts
+             returning id, claims, campaign_id, phone_number, attempts, trigger_event_id
          )
          select c.id as message_id, c.claims as claim, c.campaign_id, c.phone_number, c.attempts,
                 k.account_holds, k.state as "campaign_state: CampaignState", k.rate_per_second, k.quiet_hours_start,
@@ -68,11 +70,12 @@ pub async fn claim(
                          as "topic_subscribed!",
                 t.id as template_id, t.updated_at as template_version, t.body, t.content_sid, t.content_variables,
                 u.consent as "consent?: Consent", u.attributes as "attributes?", u.profile_name,
-                u.last_inbound_at
+                u.last_inbound_at, ev.properties as "event_properties?"
          from claimed c
          join campaigns k on k.id = c.campaign_id
          join templates t on t.id = k.template_id
-         left join users u on u.phone_number = c.phone_number"#,
+         left join users u on u.phone_number = c.phone_number
+         left join events ev on ev.id = c.trigger_event_id"#,
         message_id,
         lease_secs,
         MessageStatus::Sending.rank()
