@@ -1,7 +1,9 @@
 //! Event intake over HTTP in batches of 100, beside a floor that inserts the
 //! same rows with one multi-row insert per batch (no HTTP, no parsing, no
 //! idempotency, the people already there); then a replay of 10,000 events
-//! three times, which must store nothing more.
+//! three times, which must store nothing more; then, on the local stack
+//! (simulated Twilio, in-process queue), how long a triggered campaign takes
+//! from an event to the Twilio request.
 
 use std::sync::Arc;
 
@@ -157,6 +159,129 @@ pub async fn run() -> anyhow::Result<()> {
     println!(
         "replay of 10,000 events, 3 times: created {created:?}, rows {before} -> {after} (+{})",
         after - before
+    );
+    db.close().await;
+    latency().await
+}
+
+/// Events to a triggered campaign without delay, one every 50 ms, each for
+/// another person whose 24-hour window is open, through the local stack as
+/// `local serve` runs it. Per message, from the event's commit time
+/// (`events.received_at`) to the sender's claim (`sending_at`: the decision
+/// is next, then the request) and to Twilio's answer (`sent_at`: the request
+/// plus the simulator's round trip). The request lies between the two.
+async fn latency() -> anyhow::Result<()> {
+    const EVENTS: usize = 300;
+    let db = fresh_database("ese_bench_trigger", 4).await?;
+    let mut url = url::Url::parse(&crate::bench::admin_url())?;
+    url.set_path("ese_bench_trigger");
+    let data = std::env::temp_dir().join(format!("ese-bench-trigger-{}", std::process::id()));
+    let stack = local::stack::start(&Env::from_pairs([
+        ("DATABASE_URL", url.to_string()),
+        ("LOCAL_PORT", "0".to_owned()),
+        ("LOCAL_DATA_DIR", data.display().to_string()),
+        ("SIM_FAILURE_RATE", "0".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]))
+    .await?;
+    sqlx::query(
+        "insert into users (phone_number, consent, attributes, last_inbound_at)
+         select '+1628' || lpad((5550000 + i)::text, 7, '0'), 'opted_in', '{\"first_name\": \"Ada\"}', now()
+         from generate_series(0, $1 - 1) i",
+    )
+    .bind(EVENTS as i64)
+    .execute(&db)
+    .await?;
+    let http = reqwest::Client::new();
+    let call = |path: &str, body: Value| {
+        http.post(format!("{}{path}", stack.base_url))
+            .bearer_auth(&stack.api_key)
+            .json(&body)
+            .send()
+    };
+    let template: Value = call(
+        "/v1/templates",
+        json!({"name": "shipped", "body": "Hi {first_name}, order {{ event.order_id }} has shipped"}),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    let campaign: Value = call(
+        "/v1/campaigns",
+        json!({"name": "shipped", "template_id": template["id"], "rate_per_second": 1000,
+               "trigger": {"event": "order.shipped", "per_person": "every_event"}}),
+    )
+    .await?
+    .error_for_status()?
+    .json()
+    .await?;
+    let id = campaign["id"].as_str().unwrap_or_default().to_owned();
+    call(&format!("/v1/campaigns/{id}/launch"), json!({}))
+        .await?
+        .error_for_status()?;
+    let running = "select state = 'running' from campaigns where id = $1::text::uuid";
+    while !sqlx::query_scalar::<_, bool>(running)
+        .bind(&id)
+        .fetch_one(&db)
+        .await?
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+    for i in 0..EVENTS {
+        every.tick().await;
+        call(
+            "/v1/events",
+            json!({"phone_number": format!("+1628{:07}", 5_550_000 + i), "name": "order.shipped",
+                   "idempotency_key": format!("latency-{i}"), "properties": {"order_id": format!("A-{i}")}}),
+        )
+        .await?
+        .error_for_status()?;
+    }
+    let done =
+        "select count(*) from messages where campaign_id = $1::text::uuid and sent_at is not null";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while sqlx::query_scalar::<_, i64>(done)
+        .bind(&id)
+        .fetch_one(&db)
+        .await?
+        < EVENTS as i64
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "triggered messages did not all reach Twilio within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (claim_p50, claim_p99, sent_p50, sent_p99, n): (f64, f64, f64, f64, i64) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by claim_ms),
+                percentile_cont(0.99) within group (order by claim_ms),
+                percentile_cont(0.5) within group (order by sent_ms),
+                percentile_cont(0.99) within group (order by sent_ms), count(*)
+         from (select extract(epoch from (m.sending_at - e.received_at)) * 1000 as claim_ms,
+                      extract(epoch from (m.sent_at - e.received_at)) * 1000 as sent_ms
+               from messages m join events e on e.id = m.trigger_event_id
+               where m.campaign_id = $1::text::uuid) t",
+    )
+    .bind(&id)
+    .fetch_one(&db)
+    .await?;
+    stack.stop().await;
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&data);
+    println!();
+    println!(
+        "event -> Twilio on the local stack, a triggered campaign without delay, {n} events 50 ms apart:"
+    );
+    println!("{:<48} {:>9} {:>9}", "", "p50 ms", "p99 ms");
+    println!(
+        "{:<48} {claim_p50:>9.1} {claim_p99:>9.1}",
+        "event committed -> sender's claim"
+    );
+    println!(
+        "{:<48} {sent_p50:>9.1} {sent_p99:>9.1}",
+        "event committed -> Twilio's answer (simulated)"
     );
     Ok(())
 }

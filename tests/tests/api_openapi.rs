@@ -9,8 +9,10 @@ use sqlx::PgPool;
 use crate::api_support::{KEY, api};
 use crate::support::MIGRATOR;
 
-/// Every route the API serves, as `(method, path)`.
+/// Every route the document lists, as `(method, path)`: the API function's,
+/// and the events function's `POST /v1/events`.
 const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/events"),
     ("get", "/v1/users"),
     ("post", "/v1/users"),
     ("get", "/v1/users/{phone_number}"),
@@ -61,6 +63,7 @@ fn request(method: &str, path: &str, key: Option<&str>) -> Request<Body> {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn the_document_is_open_api_3_1_and_lists_every_route(db: PgPool) {
+    let db_for_events = db.clone();
     let api = api(db);
     let unauthenticated = Request::get(api::OPENAPI_PATH).body(Body::empty()).unwrap();
     let doc = api.raw(unauthenticated).await.expect(StatusCode::OK);
@@ -84,9 +87,12 @@ async fn the_document_is_open_api_3_1_and_lists_every_route(db: PgPool) {
     }
     assert_eq!(documented.len(), ROUTES.len(), "{documented:?}");
 
-    // And every documented operation is served: with a key it reaches a
-    // handler (not the 404 fallback, not 405), without one it is refused.
+    // And every documented operation is served (by the API, or by the events
+    // function, as the local stack mounts them together): with a key it
+    // reaches a handler (not the 404 fallback, not 405), without one it is refused.
+    let events = crate::events::service(db_for_events);
     for (method, path) in &documented {
+        let api = if path == "/v1/events" { &events } else { &api };
         let reply = api.raw(request(method, path, Some(KEY))).await;
         assert_ne!(
             reply.status,

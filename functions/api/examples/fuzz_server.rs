@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use shared::gcp::{PublishError, SendTask, TaskPublisher};
 use shared::http::auth::ApiKeys;
 use shared::http::server::{shutdown_signal, with_standard_routes};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -49,6 +50,15 @@ insert into import_rejects (import_id, line_number, raw_line, reason)
     values ('0193a8a4-0000-7000-8000-00000000f022', 3, 'not-a-number,x', 'invalid phone number');
 "#;
 
+/// Takes send tasks and drops them: no sender runs here.
+struct Nowhere;
+
+impl TaskPublisher for Nowhere {
+    async fn publish(&self, _: &[SendTask]) -> Result<(), PublishError> {
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
@@ -73,7 +83,15 @@ async fn main() -> anyhow::Result<()> {
         keys: Arc::new(ApiKeys::from_hashes(&[ApiKeys::hash(&key)]).map_err(anyhow::Error::msg)?),
         default_region: Some("US".parse().map_err(anyhow::Error::msg)?),
     };
-    let app = with_standard_routes(api::router(state), db.clone(), None);
+    // The document lists the events function's POST /v1/events too: served
+    // here as the local stack serves it, its triggered tasks going nowhere.
+    let events_config = events::Config::from_env(&shared::config::Env::from_pairs([
+        ("DATABASE_URL", std::env::var("DATABASE_URL")?),
+        ("API_KEYS", ApiKeys::hash(&key)),
+        ("DEFAULT_REGION", "US".to_owned()),
+    ]))?;
+    let app = api::router(state).merge(events::app(&events_config, db.clone(), Nowhere));
+    let app = with_standard_routes(app, db.clone(), None);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "serving http://127.0.0.1:{port}{} on database {name}",

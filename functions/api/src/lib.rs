@@ -91,16 +91,23 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(imports::get))
 }
 
-/// The OpenAPI 3.1 document of every `/v1` operation, as JSON.
+/// The OpenAPI 3.1 document of every `/v1` operation, as JSON: this
+/// function's, and the events function's `POST /v1/events`.
 pub fn openapi() -> serde_json::Value {
-    openapi::exact(api_routes().into_openapi())
+    openapi::exact(with_events(api_routes().into_openapi()))
+}
+
+fn with_events(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    doc.merge(events::openapi::EventsDoc::openapi());
+    doc
 }
 
 /// The `/v1` routes behind the key check, the OpenAPI document beside them,
 /// request bodies up to 1 MiB, and a JSON 404 for any other path.
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(openapi::exact(doc).to_string());
+    let doc = Arc::new(openapi::exact(with_events(doc)).to_string());
     routes
         .route_layer(middleware::from_fn_with_state(
             state.keys.clone(),

@@ -6,6 +6,8 @@
 //! campaigns' messages in the same transaction; the ones due at once are
 //! published to the sender as soon as it commits.
 
+pub mod openapi;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

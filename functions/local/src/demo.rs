@@ -235,7 +235,85 @@ pub async fn run(stack: &Running, options: &DemoOptions) -> anyhow::Result<bool>
         started.elapsed(),
     )
     .await?;
-    Ok(accounted)
+    let triggered = triggered_story(&api, &object, options.timeout).await?;
+    Ok(accounted && triggered)
+}
+
+/// Step 5, a triggered campaign: an order ships (an event posted as any
+/// other system would, shown as the curl command) and the person who wrote in
+/// at step 2 gets a WhatsApp message about that order.
+async fn triggered_story(api: &Api, object: &str, timeout: Duration) -> anyhow::Result<bool> {
+    let template = api
+        .post(
+            "/v1/templates",
+            json!({
+                "name": format!("shipped-{object}"),
+                "body": "Hi {first_name}, order {{ event.order_id }} has shipped: it arrives {{ event.eta }}.",
+            }),
+        )
+        .await?;
+    let campaign = api
+        .post(
+            "/v1/campaigns",
+            json!({
+                "name": format!("Order shipped ({object})"),
+                "template_id": template["id"],
+                "trigger": {"event": "order.shipped", "per_person": "every_event",
+                            "filter": {"property": "order_id", "exists": true}},
+            }),
+        )
+        .await?;
+    let id = campaign["id"].as_str().context("campaign id")?.to_owned();
+    api.post(&format!("/v1/campaigns/{id}/launch"), json!({}))
+        .await?;
+    let deadline = Instant::now() + timeout;
+    while api.get(&format!("/v1/campaigns/{id}")).await?["state"] != "running" {
+        if Instant::now() > deadline {
+            bail!("the triggered campaign did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let order = format!("A-{}", chrono::Utc::now().timestamp_millis() % 100_000);
+    let event = json!({
+        "phone_number": "+14155550000", "name": "order.shipped",
+        "idempotency_key": format!("{order}-shipped"),
+        "properties": {"order_id": order, "eta": "tomorrow"},
+    });
+    println!();
+    println!("5. a triggered campaign listens for order.shipped; a shop reports one:");
+    println!(
+        "   curl -X POST {}/v1/events -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '{event}'",
+        api.base
+    );
+    let posted = Instant::now();
+    api.post("/v1/events", event).await?;
+    loop {
+        let page = api
+            .get(&format!("/v1/messages?campaign_id={id}&limit=5"))
+            .await?;
+        if let Some(m) = page["data"].as_array().and_then(|rows| {
+            rows.iter()
+                .find(|m| m["twilio_sid"].is_string() || m["status"] == "skipped")
+        }) {
+            println!(
+                "   {} ms later the simulated Twilio took {} for {}: {:?} ({})",
+                posted.elapsed().as_millis(),
+                m["twilio_sid"].as_str().unwrap_or("nothing"),
+                m["phone_number"].as_str().unwrap_or_default(),
+                m["body"].as_str().unwrap_or_default(),
+                m["status"].as_str().unwrap_or_default(),
+            );
+            return Ok(m["twilio_sid"].is_string());
+        }
+        if Instant::now() > deadline {
+            println!(
+                "   no message reached Twilio within {} s",
+                timeout.as_secs()
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn post_signed(

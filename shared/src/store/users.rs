@@ -590,3 +590,14 @@ pub async fn unsubscribed_topics(
     .fetch_all(db)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    /// jsonb writes a number as every digit of its numeric: it must read back.
+    #[test]
+    fn numbers_next_to_f64_max_read_back_from_jsonb_text() {
+        let digits = format!("17976931348623155{}", "0".repeat(292));
+        let v: serde_json::Value = serde_json::from_str(&digits).expect("reads");
+        assert_eq!(v.as_f64(), Some(1.7976931348623155e308));
+    }
+}
