@@ -157,6 +157,12 @@ pub fn parse_event(
                     format!("properties are {size} bytes of JSON; at most {MAX_PROPERTIES_BYTES}"),
                 ));
             }
+            if shared::store::has_nul(p) {
+                return Err(bad(
+                    "properties",
+                    "properties may not contain the NUL character (\\u0000)".into(),
+                ));
+            }
             p.clone()
         }
         Some(_) => return Err(bad("properties", "properties must be a JSON object".into())),
@@ -184,6 +190,12 @@ pub fn parse_event(
             return Err(bad(
                 "idempotency_key",
                 format!("idempotency_key must be 1 to {MAX_KEY_CHARS} characters"),
+            ));
+        }
+        (Some(k), _) if k.contains('\0') => {
+            return Err(bad(
+                "idempotency_key",
+                "idempotency_key may not contain the NUL character (\\u0000)".into(),
             ));
         }
         (Some(k), _) => k.to_owned(),
@@ -447,6 +459,15 @@ mod tests {
             "events[2].idempotency_key"
         );
         assert_eq!(field(with("colour", json!("red"))), "events[2].colour");
+        // PostgreSQL stores no NUL in text or jsonb: refused up front, by field.
+        assert_eq!(
+            field(with("idempotency_key", json!("k\u{0}"))),
+            "events[2].idempotency_key"
+        );
+        assert_eq!(
+            field(with("properties", json!({"a": ["x\u{0}"]}))),
+            "events[2].properties"
+        );
         let mut no_key = ok.clone();
         no_key.as_object_mut().unwrap().remove("idempotency_key");
         assert_eq!(field(no_key.clone()), "events[2].idempotency_key");

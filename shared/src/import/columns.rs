@@ -202,7 +202,7 @@ pub fn json_row(object: &Map<String, Value>, region: Option<Region>) -> Result<R
         {
             continue;
         }
-        if key.contains('\0') || value_has_nul(value) {
+        if key.contains('\0') || crate::store::has_nul(value) {
             return Err(format!("{key:?} contains a NUL character"));
         }
         if name.eq_ignore_ascii_case(CONSENT_COLUMN) {
@@ -367,17 +367,6 @@ fn kind(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-fn value_has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(value_has_nul),
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| k.contains('\0') || value_has_nul(v)),
-        _ => false,
     }
 }
 

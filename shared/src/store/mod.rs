@@ -31,3 +31,16 @@ pub mod webhook_events;
 /// order by created_at desc, id desc`, so a page never repeats or skips a row
 /// when rows are inserted between requests.
 pub type PageKey = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
+
+/// Whether a JSON value holds the NUL character (in a key or a string), which
+/// PostgreSQL's `text` and `jsonb` cannot store: callers refuse it up front,
+/// naming the field, rather than let the statement fail.
+pub fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
