@@ -6,6 +6,7 @@
 //! from an event to the Twilio request.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shared::config::Env;
@@ -226,9 +227,9 @@ async fn latency() -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?
     {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut every = tokio::time::interval(Duration::from_millis(50));
     for i in 0..EVENTS {
         every.tick().await;
         call(
@@ -241,7 +242,7 @@ async fn latency() -> anyhow::Result<()> {
     }
     let done =
         "select count(*) from messages where campaign_id = $1::text::uuid and sent_at is not null";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while sqlx::query_scalar::<_, i64>(done)
         .bind(&id)
         .fetch_one(&db)
@@ -249,10 +250,10 @@ async fn latency() -> anyhow::Result<()> {
         < EVENTS as i64
     {
         anyhow::ensure!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "triggered messages did not all reach Twilio within 60 s"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (claim_p50, claim_p99, sent_p50, sent_p99, n): (f64, f64, f64, f64, i64) = sqlx::query_as(
         "select percentile_cont(0.5) within group (order by claim_ms),

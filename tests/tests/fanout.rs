@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::support::{MIGRATOR, count, send};
 
-fn one_round() -> FanoutSettings {
+/// One dispatch round per tick (the tests' tick returns at once).
+pub fn one_round() -> FanoutSettings {
     FanoutSettings {
         run_for: Duration::ZERO,
         ..FanoutSettings::default()

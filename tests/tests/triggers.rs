@@ -8,7 +8,7 @@ use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Duration, Utc};
 use e2e::engine::{RecordingPublisher, TwilioAccepts, fast_settings, messages_path, sender, user};
 use serde_json::{Value, json};
-use shared::engine::fanout::{self, FanoutSettings};
+use shared::engine::fanout;
 use shared::ratelimit::Limiter;
 use shared::store::campaigns;
 use sqlx::PgPool;
@@ -16,8 +16,9 @@ use uuid::Uuid;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
-use crate::api_support::api;
+use crate::api_support::{Api, api};
 use crate::events::service_publishing_to;
+use crate::fanout::one_round;
 use crate::support::{MIGRATOR, send};
 
 const ADA: &str = "+14155552671";
@@ -65,6 +66,16 @@ async fn triggered(db: &PgPool, body: &str, trigger: Value, segment: Option<Valu
 fn event(phone: &str, name: &str, key: &str, properties: Value, at: DateTime<Utc>) -> Value {
     json!({"phone_number": phone, "name": name, "idempotency_key": key,
            "properties": properties, "occurred_at": at.to_rfc3339()})
+}
+
+/// Posts each event alone, in order; each is new.
+async fn post_each(events: &Api, list: &[Value]) {
+    for e in list {
+        events
+            .call(Method::POST, "/v1/events", Some(e))
+            .await
+            .expect(StatusCode::CREATED);
+    }
 }
 
 /// (id, phone, status, last_decision, next_attempt_at) of the campaign's messages.
@@ -174,16 +185,7 @@ async fn an_event_sends_at_once_with_its_properties_and_a_replay_sends_nothing(d
     assert_eq!(messages_of(&db, c).await.len(), 1);
     assert_eq!(publisher.tasks.lock().unwrap().len(), 1);
     // A triggered campaign does not complete when its messages are done.
-    let tick = fanout::tick(
-        &db,
-        &publisher,
-        &FanoutSettings {
-            run_for: std::time::Duration::ZERO,
-            ..FanoutSettings::default()
-        },
-    )
-    .await
-    .unwrap();
+    let tick = fanout::tick(&db, &publisher, &one_round()).await.unwrap();
     assert_eq!((tick.materialized, tick.completed), (0, 0));
     let state: String = sqlx::query_scalar("select state from campaigns where id = $1")
         .bind(c)
@@ -271,16 +273,7 @@ async fn filter_audience_lateness_delay_and_the_per_person_rule(db: PgPool) {
         .execute(&db)
         .await
         .unwrap();
-    let tick = fanout::tick(
-        &db,
-        &publisher,
-        &FanoutSettings {
-            run_for: std::time::Duration::ZERO,
-            ..FanoutSettings::default()
-        },
-    )
-    .await
-    .unwrap();
+    let tick = fanout::tick(&db, &publisher, &one_round()).await.unwrap();
     assert_eq!(tick.dispatched, 1);
     assert_eq!(publisher.tasks.lock().unwrap().len(), 1);
 }
@@ -300,21 +293,20 @@ async fn a_cancel_event_calls_off_the_waiting_message_in_either_order(db: PgPool
     let events = service_publishing_to(db.clone(), RecordingPublisher::default());
     let t0 = Utc::now() - Duration::minutes(10);
     // Ada abandons, then pays: the reminder is called off.
-    for e in [
-        event(ADA, "cart.abandoned", "ada-cart", json!({}), t0),
-        event(
-            ADA,
-            "order.paid",
-            "ada-paid",
-            json!({}),
-            t0 + Duration::minutes(2),
-        ),
-    ] {
-        events
-            .call(Method::POST, "/v1/events", Some(&e))
-            .await
-            .expect(StatusCode::CREATED);
-    }
+    post_each(
+        &events,
+        &[
+            event(ADA, "cart.abandoned", "ada-cart", json!({}), t0),
+            event(
+                ADA,
+                "order.paid",
+                "ada-paid",
+                json!({}),
+                t0 + Duration::minutes(2),
+            ),
+        ],
+    )
+    .await;
     let rows = messages_of(&db, c).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -322,36 +314,34 @@ async fn a_cancel_event_calls_off_the_waiting_message_in_either_order(db: PgPool
         ("skipped", "cancelled_by_event")
     );
     // Bob's payment reaches us before the abandonment it follows: nothing starts.
-    for e in [
-        event(
-            BOB,
-            "order.paid",
-            "bob-paid",
-            json!({}),
-            t0 + Duration::minutes(2),
-        ),
-        event(BOB, "cart.abandoned", "bob-cart", json!({}), t0),
-    ] {
-        events
-            .call(Method::POST, "/v1/events", Some(&e))
-            .await
-            .expect(StatusCode::CREATED);
-    }
+    post_each(
+        &events,
+        &[
+            event(
+                BOB,
+                "order.paid",
+                "bob-paid",
+                json!({}),
+                t0 + Duration::minutes(2),
+            ),
+            event(BOB, "cart.abandoned", "bob-cart", json!({}), t0),
+        ],
+    )
+    .await;
     assert_eq!(messages_of(&db, c).await.len(), 1);
     assert_eq!(not_started(&db, c).await["trigger_cancelled_already"], 1);
     // A cancel event for an abandonment after it leaves the later reminder alone.
-    for e in [event(
-        BOB,
-        "cart.abandoned",
-        "bob-cart-2",
-        json!({}),
-        t0 + Duration::minutes(5),
-    )] {
-        events
-            .call(Method::POST, "/v1/events", Some(&e))
-            .await
-            .expect(StatusCode::CREATED);
-    }
+    post_each(
+        &events,
+        &[event(
+            BOB,
+            "cart.abandoned",
+            "bob-cart-2",
+            json!({}),
+            t0 + Duration::minutes(5),
+        )],
+    )
+    .await;
     let rows = messages_of(&db, c).await;
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[1].1.as_str(), rows[1].2.as_str()), (BOB, "pending"));

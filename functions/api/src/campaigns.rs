@@ -12,7 +12,7 @@ use shared::segment::Segment;
 use shared::store::campaigns::{self as store, Campaign, CampaignFields, CampaignStats};
 use shared::store::{segments, templates};
 use shared::template::Template;
-use shared::trigger::Trigger;
+use shared::trigger::{Trigger, TriggerError};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -38,6 +38,11 @@ const REFERENCES: &[Known] = &[
 pub const MAX_RATE_PER_SECOND: i32 = 1000;
 pub const MAX_ATTEMPTS: i32 = 20;
 
+/// A trigger's problem, as a 422 on the field it names (`trigger.delay_seconds`).
+fn invalid_trigger(e: TriggerError) -> ApiError {
+    ApiError::unprocessable(e.field, e.message)
+}
+
 /// A campaign's settings as written, before validation.
 #[derive(Debug, Clone)]
 struct Draft {
@@ -60,8 +65,7 @@ impl Draft {
         check_name(&self.name)?;
         match &self.trigger {
             Some(t) => {
-                t.validate()
-                    .map_err(|e| ApiError::unprocessable(e.field, e.message))?;
+                t.validate().map_err(invalid_trigger)?;
             }
             None if self.segment_id.is_none() => {
                 return Err(ApiError::unprocessable(
@@ -384,8 +388,7 @@ async fn check_launchable(state: &AppState, c: &Campaign) -> Result<(), ApiError
         })?;
     }
     if let Some(t) = &c.trigger {
-        t.validate()
-            .map_err(|e| ApiError::unprocessable(e.field, e.message))?;
+        t.validate().map_err(invalid_trigger)?;
     }
     let template = templates::get(&state.db, c.template_id)
         .await?
