@@ -348,6 +348,40 @@ async fn a_cancel_event_calls_off_the_waiting_message_in_either_order(db: PgPool
 }
 
 #[sqlx::test(migrator = "MIGRATOR")]
+async fn a_failed_publish_leaves_the_message_to_the_fan_out(db: PgPool) {
+    user(&db, ADA, "opted_in", json!({}), Some(Utc::now())).await;
+    let c = triggered(
+        &db,
+        "Shipped",
+        json!({"event": "order.shipped", "per_person": "every_event"}),
+        None,
+    )
+    .await;
+    // The send topic refuses: the event is still stored (201) and the message
+    // goes back to pending instead of sitting queued with no task.
+    let down = RecordingPublisher {
+        fail: true,
+        ..RecordingPublisher::default()
+    };
+    let events = service_publishing_to(db.clone(), down);
+    post_each(
+        &events,
+        &[event(ADA, "order.shipped", "A-1", json!({}), Utc::now())],
+    )
+    .await;
+    let rows = messages_of(&db, c).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2, "pending");
+    // The next tick dispatches it with a topic that answers.
+    let publisher = RecordingPublisher::default();
+    let tick = fanout::tick(&db, &publisher, &one_round()).await.unwrap();
+    assert_eq!(tick.dispatched, 1);
+    let tasks = publisher.tasks.lock().unwrap().clone();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].message_id, rows[0].0);
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
 async fn concurrent_events_for_one_person_start_one_message(db: PgPool) {
     user(&db, ADA, "opted_in", json!({}), Some(Utc::now())).await;
     let c = triggered(
