@@ -34,6 +34,15 @@ resource "google_storage_bucket_iam_member" "ingest_reader" {
   member = "serviceAccount:${module.service["ingest"].service_account_email}"
 }
 
+# The console's uploads: the api writes new objects to the import bucket (the
+# same finalized event then starts the import); it can neither read nor
+# overwrite what is there.
+resource "google_storage_bucket_iam_member" "api_uploader" {
+  bucket = google_storage_bucket.imports.name
+  role   = "roles/storage.objectCreator"
+  member = "serviceAccount:${module.service["api"].service_account_email}"
+}
+
 # ---------------------------------------------------------------- invokers
 
 # Pub/Sub signs its push requests to the sender as this account.

@@ -85,6 +85,8 @@ locals {
     }
     api = {
       DEFAULT_REGION = var.default_region
+      # Where the console's uploaded import files go.
+      IMPORT_BUCKET = google_storage_bucket.imports.name
     }
     events = {
       DEFAULT_REGION = var.default_region

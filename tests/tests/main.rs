@@ -8,6 +8,7 @@ mod api_segments;
 mod api_support;
 mod api_templates;
 mod api_users;
+mod console;
 mod deploy;
 mod erasure;
 mod events;

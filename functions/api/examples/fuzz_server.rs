@@ -82,6 +82,9 @@ async fn main() -> anyhow::Result<()> {
         db: db.clone(),
         keys: Arc::new(ApiKeys::from_hashes(&[ApiKeys::hash(&key)]).map_err(anyhow::Error::msg)?),
         default_region: Some("US".parse().map_err(anyhow::Error::msg)?),
+        uploads: Arc::new(shared::gcp::uploads::Uploads::new(
+            shared::gcp::uploads::UploadTarget::Off,
+        )),
     };
     // The document lists the events function's POST /v1/events too: served
     // here as the local stack serves it, its triggered tasks going nowhere.

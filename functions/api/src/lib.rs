@@ -4,7 +4,8 @@
 //!
 //! Every `/v1` route needs `Authorization: Bearer <key>` (the key's SHA-256
 //! in `API_KEYS`), except the OpenAPI document; health checks are added by
-//! `with_standard_routes`, outside the key check.
+//! `with_standard_routes`, outside the key check. The operator console
+//! ([`console`]) is served beside it under `/console`, signed in with the same keys.
 
 use std::sync::Arc;
 
@@ -12,15 +13,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::{Router, middleware};
+use shared::config::{ConfigError, Env};
 use shared::domain::Region;
+use shared::gcp::uploads::{UploadTarget, Uploads};
 use shared::http::ApiError;
-use shared::http::auth::{ApiKeys, require_api_key};
+use shared::http::auth::{ApiKeys, KeyedServiceConfig, require_api_key};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub mod campaigns;
+pub mod console;
 pub mod db;
 pub mod extract;
 pub mod imports;
@@ -38,8 +42,22 @@ pub const REQUIRED_ENV: &[&str] = &["DATABASE_URL", "API_KEYS"];
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
 /// Its settings: a database, API keys (`API_KEYS`), the region national
-/// numbers are read in (`DEFAULT_REGION`).
-pub type Config = shared::http::auth::KeyedServiceConfig;
+/// numbers are read in (`DEFAULT_REGION`), and where the console's uploads
+/// go (`IMPORT_BUCKET`, or `IMPORT_INBOX_DIR` locally).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: KeyedServiceConfig,
+    pub uploads: UploadTarget,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: KeyedServiceConfig::from_env(env)?,
+            uploads: UploadTarget::from_env(env)?,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -47,14 +65,17 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// How national numbers in requests are read.
     pub default_region: Option<Region>,
+    /// Where the console's uploaded import files go.
+    pub uploads: Arc<Uploads>,
 }
 
 impl AppState {
     pub fn new(db: PgPool, config: &Config) -> Self {
         Self {
             db,
-            keys: Arc::new(config.api_keys.clone()),
-            default_region: config.default_region,
+            keys: Arc::new(config.service.api_keys.clone()),
+            default_region: config.service.default_region,
+            uploads: Arc::new(Uploads::new(config.uploads.clone())),
         }
     }
 }
@@ -104,8 +125,10 @@ fn with_events(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 }
 
 /// The `/v1` routes behind the key check, the OpenAPI document beside them,
-/// request bodies up to 1 MiB, and a JSON 404 for any other path.
+/// request bodies up to 1 MiB, the console under `/console`, and a JSON 404
+/// for any other path.
 pub fn router(state: AppState) -> Router {
+    let console = console::router(state.clone());
     let (routes, doc) = api_routes().split_for_parts();
     let doc = Arc::new(openapi::exact(with_events(doc)).to_string());
     routes
@@ -128,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(state)
+        .merge(console)
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@ use shared::http::server::{serve, with_standard_routes};
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let config = load_or_exit(api::Config::from_env);
-    let db = shared::db::pool(&config.database)?;
+    let db = shared::db::pool(&config.service.database)?;
     let app = with_standard_routes(
         api::app(&config, db.clone()),
         db,
-        config.gcp_project.clone(),
+        config.service.gcp_project.clone(),
     );
-    serve(app, config.port).await?;
+    serve(app, config.service.port).await?;
     Ok(())
 }

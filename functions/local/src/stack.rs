@@ -158,6 +158,11 @@ pub async fn start(env: &Env) -> anyhow::Result<Running> {
                 "IMPORT_LOCAL_DIR",
                 inbox.objects.to_string_lossy().into_owned(),
             ));
+            // The console's uploads land in the inbox, like a dropped file.
+            defaults.push((
+                "IMPORT_INBOX_DIR",
+                inbox.inbox.to_string_lossy().into_owned(),
+            ));
             services.push((
                 "Cloud Storage",
                 format!("inbox folder {}", inbox.inbox.display()),

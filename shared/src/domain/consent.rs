@@ -57,6 +57,12 @@ pub enum ConsentSource {
     Twilio,
 }
 
+impl Serialize for ConsentSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl ConsentSource {
     pub const ALL: [ConsentSource; 5] = [
         Self::Keyword,

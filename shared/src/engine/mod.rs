@@ -2,6 +2,7 @@
 //! Twilio, the sender's decision for one message, and the messages events
 //! start (triggered campaigns). The function crates are thin routers over these.
 
+pub mod dry_run;
 pub mod fanout;
 pub mod reconcile;
 pub mod send;

@@ -8,6 +8,7 @@ pub mod publish;
 pub mod pubsub;
 pub mod push;
 pub mod storage_event;
+pub mod uploads;
 
 pub use cloudevent::CloudEvent;
 pub use objects::{ObjectError, ObjectSource, ObjectsConfig, OpenedObject};

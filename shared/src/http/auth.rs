@@ -95,6 +95,22 @@ impl ApiKeys {
     }
 }
 
+impl ApiKeys {
+    /// Whether `hex` (a key's SHA-256, as [`ApiKeys::hash`] writes it) is
+    /// still configured: a console session opened with a key ends when the
+    /// key is removed.
+    pub fn knows_hash(&self, hex: &str) -> bool {
+        let mut wanted = [0u8; 32];
+        if hex::decode_to_slice(hex, &mut wanted).is_err() {
+            return false;
+        }
+        self.hashes
+            .iter()
+            .fold(Choice::from(0), |acc, h| acc | h.ct_eq(&wanted))
+            .into()
+    }
+}
+
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token(request: &Request) -> Option<&str> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;

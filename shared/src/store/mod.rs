@@ -14,6 +14,8 @@
 //! take only a literal).
 
 pub mod campaigns;
+pub mod console;
+pub mod console_sessions;
 pub mod events;
 pub mod imports;
 pub mod inbound_messages;

@@ -6,7 +6,7 @@ use sqlx::PgExecutor;
 use crate::domain::consent::ConsentRefused;
 use crate::domain::{Consent, ConsentSource, PhoneNumber};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct User {
     pub phone_number: String,
     pub attributes: serde_json::Value,

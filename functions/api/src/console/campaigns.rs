@@ -1,0 +1,475 @@
+//! Campaign pages: the list, a new campaign, one campaign with its live
+//! funnel, the dry run, launch/pause/resume/cancel, and recipients by outcome as CSV.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use shared::domain::{CampaignAction, CampaignState};
+use shared::engine::dry_run::{self, DryRun};
+use shared::engine::send::SenderSettings;
+use shared::http::ApiError;
+use shared::store::campaigns::{self as store, Campaign, CampaignStats};
+use shared::store::console::{self as reads, Outcome};
+use shared::store::{segments, templates};
+use shared::twilio::errors::meaning;
+use uuid::Uuid;
+
+use super::charts::{self, Bar};
+use super::overview::{reaction_text, with_progress};
+use super::session::Session;
+use super::{BASE, ConsoleError, FieldError, redirect, render};
+use crate::AppState;
+use crate::campaigns::{self as api, CreateCampaign};
+use crate::extract::{ApiJson, ApiPath};
+
+/// Rows per page of an export (each page is one indexed query).
+const EXPORT_PAGE: i64 = 10_000;
+/// Rendered messages and people per decision a dry run shows.
+const DRY_RUN_SAMPLES: usize = 5;
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Html<String>, ConsoleError> {
+    let campaigns = with_progress(&state, store::list(&state.db, None, None, 200).await?).await?;
+    render(
+        "campaigns.html",
+        minijinja::context! { title => "Campaigns", nav => "campaigns", csrf => session.csrf, campaigns => campaigns },
+    )
+}
+
+/// What the new-campaign form sends: text fields, empty meaning "not set".
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct CampaignForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    segment_id: String,
+    #[serde(default)]
+    template_id: String,
+    #[serde(default)]
+    rate_per_second: String,
+    #[serde(default)]
+    frequency_cap: String,
+    #[serde(default)]
+    topic: String,
+    #[serde(default)]
+    quiet_hours_start: String,
+    #[serde(default)]
+    quiet_hours_end: String,
+    #[serde(default)]
+    default_timezone: String,
+}
+
+fn text(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn number(field: &str, s: &str) -> Result<Option<i32>, ApiError> {
+    text(s)
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::unprocessable(field, format!("{field} must be a whole number"))
+            })
+        })
+        .transpose()
+}
+
+fn id(field: &str, s: &str) -> Result<Option<Uuid>, ApiError> {
+    text(s)
+        .map(|s| {
+            s.parse().map_err(|_| {
+                ApiError::unprocessable(
+                    field,
+                    format!("choose a {}", field.trim_end_matches("_id")),
+                )
+            })
+        })
+        .transpose()
+}
+
+impl CampaignForm {
+    fn request(&self) -> Result<CreateCampaign, ApiError> {
+        Ok(CreateCampaign {
+            name: self.name.clone(),
+            segment_id: id("segment_id", &self.segment_id)?,
+            template_id: id("template_id", &self.template_id)?
+                .ok_or_else(|| ApiError::unprocessable("template_id", "choose a template"))?,
+            trigger: None,
+            starts_at: None,
+            rate_per_second: number("rate_per_second", &self.rate_per_second)?,
+            quiet_hours_start: text(&self.quiet_hours_start),
+            quiet_hours_end: text(&self.quiet_hours_end),
+            default_timezone: text(&self.default_timezone),
+            frequency_cap: number("frequency_cap", &self.frequency_cap)?,
+            max_attempts: None,
+            topic: text(&self.topic),
+        })
+    }
+}
+
+async fn new_form(
+    state: &AppState,
+    session: &Session,
+    form: &CampaignForm,
+    error: Option<FieldError>,
+) -> Result<Html<String>, ConsoleError> {
+    let segments = segments::list(&state.db, None, 500).await?;
+    let templates = templates::list(&state.db, None, 500).await?;
+    render(
+        "campaign_new.html",
+        minijinja::context! {
+            title => "New campaign", nav => "campaigns", csrf => session.csrf,
+            segments => segments, templates => templates, form => form, error => error,
+        },
+    )
+}
+
+pub async fn new(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Query(form): Query<CampaignForm>,
+) -> Result<Html<String>, ConsoleError> {
+    new_form(&state, &session, &form, None).await
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<CampaignForm>,
+) -> Result<Response, ConsoleError> {
+    let created = match form.request() {
+        Ok(req) => api::create(State(state.clone()), ApiJson(req)).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok((_, Json(c))) => Ok(redirect(&format!("{BASE}/campaigns/{}", c.id))),
+        Err(e) if e.status.is_client_error() => {
+            let page = new_form(&state, &session, &form, Some(e.into())).await?;
+            Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn find(state: &AppState, id: Uuid) -> Result<Campaign, ConsoleError> {
+    Ok(store::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no campaign with this id"))?)
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ConsoleError> {
+    raw.parse()
+        .map_err(|_| ConsoleError::Api(ApiError::not_found("no campaign with this id")))
+}
+
+#[derive(Serialize)]
+struct Failure {
+    code: String,
+    count: i64,
+    meaning: &'static str,
+    reaction: &'static str,
+}
+
+/// The funnel's context: the chart, the counts behind it, and the decisions.
+fn funnel_context(c: &Campaign, stats: &CampaignStats) -> minijinja::Value {
+    let status = |s: &str| stats.by_status.get(s).copied().unwrap_or(0);
+    let mut bars = vec![
+        Bar {
+            label: "recipients".into(),
+            value: stats.messages,
+            class: "bar-queued",
+        },
+        Bar {
+            label: "sent to Twilio".into(),
+            value: stats.accepted_by_twilio,
+            class: "bar-sent",
+        },
+        Bar {
+            label: "delivered".into(),
+            value: stats.delivered,
+            class: "bar-delivered",
+        },
+        Bar {
+            label: "read".into(),
+            value: stats.read,
+            class: "bar-read",
+        },
+        Bar {
+            label: "skipped".into(),
+            value: status("skipped"),
+            class: "bar-skipped",
+        },
+    ];
+    let mut failures: Vec<Failure> = stats
+        .by_error_code
+        .iter()
+        .map(|(code, n)| {
+            let m = code.parse().ok().and_then(meaning);
+            Failure {
+                code: code.clone(),
+                count: *n,
+                meaning: m.map_or("not in our table of Twilio codes", |m| m.meaning),
+                reaction: m.map_or("failed the message", |m| reaction_text(m.reaction)),
+            }
+        })
+        .collect();
+    failures.sort_by(|a, b| b.count.cmp(&a.count));
+    for f in &failures {
+        bars.push(Bar {
+            label: format!("failed {}", f.code),
+            value: f.count,
+            class: "bar-failed",
+        });
+    }
+    let mut decisions: Vec<(&String, &i64)> = stats.by_decision.iter().collect();
+    decisions.sort_by(|a, b| b.1.cmp(a.1));
+    let in_flight = status("pending") + status("queued") + status("sending");
+    minijinja::context! {
+        campaign_id => c.id,
+        state => c.state.as_str(),
+        done => c.state.is_terminal(),
+        chart => charts::bars("Delivery funnel", &bars),
+        stats => stats,
+        in_flight => in_flight,
+        failures => failures,
+        decisions => decisions.into_iter().map(|(d, n)| minijinja::context! { decision => d, count => n }).collect::<Vec<_>>(),
+    }
+}
+
+/// The live part of a campaign page, fetched again while it runs.
+pub async fn funnel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ConsoleError> {
+    let c = find(&state, parse_id(&id)?).await?;
+    let stats = store::stats(&state.db, c.id).await?;
+    render(
+        "funnel.html",
+        minijinja::context! { f => funnel_context(&c, &stats) },
+    )
+}
+
+async fn campaign_page(
+    state: &AppState,
+    session: &Session,
+    c: Campaign,
+    dry_run: Option<Result<DryRun, String>>,
+    error: Option<String>,
+) -> Result<Html<String>, ConsoleError> {
+    let stats = store::stats(&state.db, c.id).await?;
+    let segment = match c.segment_id {
+        Some(id) => segments::get(&state.db, id).await?,
+        None => None,
+    };
+    let template = templates::get(&state.db, c.template_id).await?;
+    let actions: Vec<&str> = [
+        (CampaignAction::Launch, "launch"),
+        (CampaignAction::Pause, "pause"),
+        (CampaignAction::Resume, "resume"),
+        (CampaignAction::Cancel, "cancel"),
+    ]
+    .into_iter()
+    .filter(|(a, _)| c.state.transition(*a).is_ok())
+    .map(|(_, name)| name)
+    .collect();
+    let dry_run = dry_run.map(|r| match r {
+        Ok(run) => {
+            let mut decisions: Vec<_> = run.by_decision.iter().collect();
+            decisions.sort_by(|a, b| b.1.cmp(a.1));
+            minijinja::context! {
+                audience => run.audience,
+                decisions => decisions.into_iter().map(|(d, n)| minijinja::context! {
+                    decision => d, count => n,
+                    examples => run.examples.get(d).map(|e| e.iter().map(|x| minijinja::context! {
+                        phone => x.phone_number, reason => x.reason.to_string(),
+                    }).collect::<Vec<_>>()),
+                }).collect::<Vec<_>>(),
+                samples => run.samples.iter().map(|s| minijinja::context! {
+                    phone => s.phone_number, use_content => s.use_content,
+                    body => s.rendered.body, content_sid => s.rendered.content_sid,
+                    content_variables => s.rendered.content_variables,
+                }).collect::<Vec<_>>(),
+            }
+        }
+        Err(e) => minijinja::context! { error => e },
+    });
+    let outcomes: Vec<String> = ["all", "sent", "delivered", "read", "failed", "skipped"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(stats.by_error_code.keys().cloned())
+        .collect();
+    let running = matches!(c.state, CampaignState::Running | CampaignState::Scheduled);
+    render(
+        "campaign.html",
+        minijinja::context! {
+            title => c.name.clone(), nav => "campaigns", csrf => session.csrf,
+            campaign => c, segment => segment, template => template, actions => actions,
+            f => funnel_context(&c, &stats), live => running, dry_run => dry_run,
+            outcomes => outcomes, error => error,
+        },
+    )
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ConsoleError> {
+    let c = find(&state, parse_id(&id)?).await?;
+    campaign_page(&state, &session, c, None, None).await
+}
+
+/// Runs the sender's rules over the whole audience now, without Twilio.
+pub async fn dry_run(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Html<String>, ConsoleError> {
+    let c = find(&state, parse_id(&id)?).await?;
+    let template = templates::get(&state.db, c.template_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the campaign's template is gone"))?;
+    let run = match c.segment_id {
+        None => Err(dry_run::DryRunError::NoAudience.to_string()),
+        Some(segment_id) => {
+            let segment = segments::get(&state.db, segment_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("the campaign's segment is gone"))?;
+            let settings = SenderSettings::default();
+            match dry_run::dry_run(
+                &state.db,
+                &c,
+                &segment.definition,
+                &template,
+                &settings,
+                Utc::now(),
+                DRY_RUN_SAMPLES,
+            )
+            .await
+            {
+                Ok(run) => Ok(run),
+                Err(dry_run::DryRunError::Database(e)) => return Err(e.into()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    campaign_page(&state, &session, c, Some(run), None).await
+}
+
+/// Launch, pause, resume or cancel, through the API's own transition.
+pub async fn act(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ConsoleError> {
+    let id = parse_id(&id)?;
+    let s = State(state.clone());
+    let done = match action.as_str() {
+        "launch" => api::launch(s, ApiPath(id)).await,
+        "pause" => api::pause(s, ApiPath(id)).await,
+        "resume" => api::resume(s, ApiPath(id)).await,
+        "cancel" => api::cancel(s, ApiPath(id)).await,
+        _ => return Err(ApiError::not_found("no such campaign action").into()),
+    };
+    match done {
+        Ok(_) => Ok(redirect(&format!("{BASE}/campaigns/{id}"))),
+        Err(e) if e.status.is_client_error() => {
+            let c = find(&state, id).await?;
+            let page = campaign_page(&state, &session, c, None, Some(e.message)).await?;
+            Ok((e.status, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExportQuery {
+    outcome: Option<String>,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A campaign's recipients with one outcome as CSV, streamed page by page.
+pub async fn export(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ConsoleError> {
+    let c = find(&state, parse_id(&id)?).await?;
+    let label = q.outcome.unwrap_or_else(|| "all".to_owned());
+    let outcome = Outcome::parse(&label).ok_or_else(|| {
+        ApiError::bad_request(
+            "outcome",
+            "outcome must be all, sent, delivered, read, failed, skipped or a Twilio error code",
+        )
+    })?;
+    let header = Bytes::from_static(
+        b"phone_number,status,error_code,last_decision,sent_at,delivered_at,read_at,failed_at\n",
+    );
+    let db = state.db.clone();
+    let campaign = c.id;
+    let pages = futures::stream::unfold(Some(None::<Uuid>), move |after| {
+        let db = db.clone();
+        async move {
+            let after = after?;
+            match reads::recipients_page(&db, campaign, outcome, after, EXPORT_PAGE).await {
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(rows) => {
+                    let next = (rows.len() as i64 == EXPORT_PAGE)
+                        .then(|| rows.last().map(|r| r.id))
+                        .flatten()
+                        .map(Some);
+                    if rows.is_empty() {
+                        return None;
+                    }
+                    let t = |t: Option<chrono::DateTime<Utc>>| {
+                        t.map(|t| t.to_rfc3339()).unwrap_or_default()
+                    };
+                    let mut out = String::with_capacity(rows.len() * 96);
+                    for r in rows {
+                        out.push_str(&format!(
+                            "{},{},{},{},{},{},{},{}\n",
+                            csv_field(&r.phone_number),
+                            csv_field(&r.status),
+                            r.error_code.map(|c| c.to_string()).unwrap_or_default(),
+                            csv_field(r.last_decision.as_deref().unwrap_or("")),
+                            t(r.sent_at),
+                            t(r.delivered_at),
+                            t(r.read_at),
+                            t(r.failed_at),
+                        ));
+                    }
+                    Some((Ok(Bytes::from(out)), next))
+                }
+            }
+        }
+    });
+    let body = futures::StreamExt::chain(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(header) }),
+        pages,
+    );
+    let file = format!("campaign-{}-{}.csv", c.id, outcome.label());
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
