@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod ingest;
 pub mod pubsub_emulator;
 pub mod twilio_mock;
+pub mod webdriver;
 
 /// The auth token the test Twilio account signs with.
 pub const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";

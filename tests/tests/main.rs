@@ -9,6 +9,7 @@ mod api_support;
 mod api_templates;
 mod api_users;
 mod console;
+mod console_browser;
 mod deploy;
 mod erasure;
 mod events;

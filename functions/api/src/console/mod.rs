@@ -214,6 +214,7 @@ fn environment() -> &'static Environment<'static> {
         env.add_filter("num", filters::num);
         env.add_filter("when", filters::when);
         env.add_filter("json", filters::json);
+        env.add_filter("error_meaning", filters::error_meaning);
         env
     })
 }
@@ -248,6 +249,18 @@ mod filters {
                 .format("%Y-%m-%d %H:%M:%S UTC")
                 .to_string()
         })
+    }
+
+    /// What a Twilio error code means and what the engine does about it.
+    pub fn error_meaning(code: i32) -> String {
+        match shared::twilio::errors::meaning(code) {
+            Some(m) => format!(
+                "{}; the engine {}",
+                m.meaning,
+                super::overview::reaction_text(m.reaction)
+            ),
+            None => "not in our table of Twilio codes".to_owned(),
+        }
     }
 
     /// Pretty JSON of any value.
