@@ -87,6 +87,9 @@ locals {
       DEFAULT_REGION = var.default_region
       # Where the console's uploaded import files go.
       IMPORT_BUCKET = google_storage_bucket.imports.name
+      # The console's test sends go out as the sender's account.
+      TWILIO_WHATSAPP_FROM = var.twilio_whatsapp_from
+      PUBLIC_BASE_URL      = local.status_base_url
     }
     events = {
       DEFAULT_REGION = var.default_region
@@ -110,7 +113,12 @@ locals {
       TWILIO_ACCOUNT_SID = local.twilio_sid_secret
       TWILIO_AUTH_TOKEN  = local.twilio_token_secret
     }
-    api    = { DATABASE_URL = local.database_url_secret, API_KEYS = local.api_keys_secret }
+    api = {
+      DATABASE_URL       = local.database_url_secret
+      API_KEYS           = local.api_keys_secret
+      TWILIO_ACCOUNT_SID = local.twilio_sid_secret
+      TWILIO_AUTH_TOKEN  = local.twilio_token_secret
+    }
     events = { DATABASE_URL = local.database_url_secret, API_KEYS = local.api_keys_secret }
   }
 

@@ -8,6 +8,7 @@ use shared::twilio::compute_signature;
 use sqlx::PgPool;
 
 pub mod bench;
+pub mod bench_console;
 pub mod bench_engine;
 pub mod bench_events;
 pub mod bench_ingest;

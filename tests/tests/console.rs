@@ -19,6 +19,10 @@ use crate::support::MIGRATOR;
 const KEY: &str = "console-test-key-0123456789";
 
 fn router(db: PgPool, keys: &[&str], inbox: Option<&Path>) -> Router {
+    router_with(db, keys, inbox, None)
+}
+
+fn router_with(db: PgPool, keys: &[&str], inbox: Option<&Path>, twilio: Option<&str>) -> Router {
     let hashes: Vec<String> = keys.iter().map(|k| ApiKeys::hash(k)).collect();
     let mut vars = vec![
         (
@@ -30,6 +34,15 @@ fn router(db: PgPool, keys: &[&str], inbox: Option<&Path>) -> Router {
     ];
     if let Some(dir) = inbox {
         vars.push(("IMPORT_INBOX_DIR", dir.to_string_lossy().into_owned()));
+    }
+    if let Some(api_base) = twilio {
+        vars.extend([
+            ("TWILIO_ACCOUNT_SID", e2e::engine::ACCOUNT_SID.to_owned()),
+            ("TWILIO_AUTH_TOKEN", e2e::AUTH_TOKEN.to_owned()),
+            ("TWILIO_WHATSAPP_FROM", "+14155238886".to_owned()),
+            ("TWILIO_API_BASE", api_base.to_owned()),
+            ("PUBLIC_BASE_URL", e2e::PUBLIC_BASE_URL.to_owned()),
+        ]);
     }
     let config = api::Config::from_env(&Env::from_pairs(vars)).expect("config");
     api::router(api::AppState::new(db, &config))
@@ -687,4 +700,86 @@ async fn a_persons_page_says_why(db: PgPool) {
         c.get("/console/people/%2B19999999999").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_test_send_obeys_consent_and_is_recorded(db: PgPool) {
+    let campaign = e2e::fixtures::campaign(&db).await;
+    sqlx::query(
+        "insert into users (phone_number, consent, attributes, last_inbound_at) values
+           ('+14155550031', 'opted_in', '{\"first_name\": \"Ada\"}', now()),
+           ('+14155550032', 'opted_out', '{\"first_name\": \"Bo\"}', now())",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let twilio = e2e::twilio_mock::FaultyTwilio::start().await;
+    let mut c = Client::new(router_with(db.clone(), &[KEY], None, Some(&twilio.uri())));
+    c.sign_in(KEY).await;
+    let page = format!("/console/campaigns/{campaign}");
+    c.get(&page).await;
+
+    let refused = c
+        .submit(
+            &format!("{page}/test-send"),
+            &[("phone_number", "+14155550032")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("not sent: skipped_no_consent"),
+        "{}",
+        refused.body
+    );
+    let unknown = c
+        .submit(
+            &format!("{page}/test-send"),
+            &[("phone_number", "+14155550039")],
+        )
+        .await;
+    assert!(
+        unknown.body.contains("is not a known person"),
+        "{}",
+        unknown.body
+    );
+    assert!(twilio.held().is_empty(), "nothing reached Twilio");
+
+    let sent = c
+        .submit(
+            &format!("{page}/test-send"),
+            &[("phone_number", "(415) 555-0031")],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    assert!(
+        sent.body
+            .contains("sent to +14155550031: &quot;Hello Ada&quot;"),
+        "{}",
+        sent.body
+    );
+    let held = twilio.held();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].to.as_str(), held[0].body.as_deref()),
+        ("whatsapp:+14155550031", Some("Hello Ada"))
+    );
+    let recorded: (String, Option<String>) = sqlx::query_as(
+        "select decision, reason->>'sid' from decisions where phone_number = '+14155550031' and message_id is null",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded,
+        ("test_sent".to_owned(), Some(held[0].sid.clone()))
+    );
+    let messages: i64 = sqlx::query_scalar("select count(*) from messages")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(messages, 0, "a test send is no campaign message");
+
+    let mut off = Client::new(router(db.clone(), &[KEY], None));
+    off.sign_in(KEY).await;
+    assert!(off.get(&page).await.body.contains("Test sends are off"));
 }

@@ -251,6 +251,15 @@ async fn an_operator_walks_the_console(db: PgPool) {
     browser.wait_for("#failures", WAIT).await.unwrap();
     shot(&browser, "08-campaign").await;
 
+    // A test send to one person, through the simulated Twilio.
+    fill(&browser, "#test_phone", "+14155560005").await;
+    click(&browser, "#test-send").await;
+    browser
+        .wait_for_text("#test-send-result", "sent to +14155560005", WAIT)
+        .await
+        .unwrap();
+    shot(&browser, "08b-test-send").await;
+
     // Everyone whose message failed, as the export gives them.
     let export = browser
         .execute(

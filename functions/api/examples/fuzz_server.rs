@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         uploads: Arc::new(shared::gcp::uploads::Uploads::new(
             shared::gcp::uploads::UploadTarget::Off,
         )),
+        twilio: None,
     };
     // The document lists the events function's POST /v1/events too: served
     // here as the local stack serves it, its triggered tasks going nowhere.

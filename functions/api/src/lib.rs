@@ -18,6 +18,7 @@ use shared::domain::Region;
 use shared::gcp::uploads::{UploadTarget, Uploads};
 use shared::http::ApiError;
 use shared::http::auth::{ApiKeys, KeyedServiceConfig, require_api_key};
+use shared::twilio::{TwilioClient, TwilioConfig};
 use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -48,13 +49,21 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 pub struct Config {
     pub service: KeyedServiceConfig,
     pub uploads: UploadTarget,
+    /// The console's test sends: the sender's Twilio settings, when
+    /// `TWILIO_ACCOUNT_SID` is set (else test sends are off).
+    pub twilio: Option<TwilioConfig>,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let twilio = match env.raw("TWILIO_ACCOUNT_SID") {
+            Some(_) => Some(TwilioConfig::from_env(env)?),
+            None => None,
+        };
         Ok(Self {
             service: KeyedServiceConfig::from_env(env)?,
             uploads: UploadTarget::from_env(env)?,
+            twilio,
         })
     }
 }
@@ -67,6 +76,8 @@ pub struct AppState {
     pub default_region: Option<Region>,
     /// Where the console's uploaded import files go.
     pub uploads: Arc<Uploads>,
+    /// The console's test sends (`None`: off).
+    pub twilio: Option<TwilioClient>,
 }
 
 impl AppState {
@@ -76,6 +87,13 @@ impl AppState {
             keys: Arc::new(config.service.api_keys.clone()),
             default_region: config.service.default_region,
             uploads: Arc::new(Uploads::new(config.uploads.clone())),
+            twilio: config.twilio.clone().and_then(|t| {
+                TwilioClient::new(t)
+                    .inspect_err(
+                        |e| tracing::error!(error = %e, "no Twilio client: test sends are off"),
+                    )
+                    .ok()
+            }),
         }
     }
 }

@@ -28,6 +28,10 @@ enum Command {
         /// Seconds to wait for every recipient to be accounted for.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Leave the stack running afterwards (until Ctrl-C), to look around in
+        /// the console at /console.
+        #[arg(long)]
+        keep: bool,
     },
     /// A private PostgreSQL cluster and Redis on free ports for the test
     /// command (`scripts/test`), so tests never touch the machine's own.
@@ -80,14 +84,27 @@ async fn main() -> anyhow::Result<()> {
             running.wait().await;
             Ok(())
         }
-        Command::Demo { users, timeout } => {
+        Command::Demo {
+            users,
+            timeout,
+            keep,
+        } => {
             let options = local::demo::DemoOptions {
                 users,
                 timeout: std::time::Duration::from_secs(timeout),
             };
             let running = local::stack::start(&Env::from_process()).await?;
             let outcome = local::demo::run(&running, &options).await;
-            running.stop().await;
+            println!(
+                "\nThe console: {}/console (sign in with the API key {})",
+                running.base_url, running.api_key
+            );
+            if keep {
+                println!("--keep: the stack serves until Ctrl-C");
+                running.wait().await;
+            } else {
+                running.stop().await;
+            }
             if !outcome? {
                 std::process::exit(1);
             }

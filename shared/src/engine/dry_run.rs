@@ -150,7 +150,7 @@ impl DryRun {
 }
 
 /// The person as the sender would see them once claimed, for [`decide`].
-fn as_claimed(c: &Campaign, t: &TemplateRecord, p: &AudienceMember) -> ClaimedMessage {
+pub fn as_claimed(c: &Campaign, t: &TemplateRecord, p: &AudienceMember) -> ClaimedMessage {
     let time = |s: &Option<String>| {
         s.as_deref()
             .and_then(|s| NaiveTime::parse_from_str(s, "%H:%M").ok())

@@ -414,6 +414,49 @@ pub async fn import_for_object(
     .await
 }
 
+/// One person as the sender's rules read them (a test send's input).
+#[tracing::instrument(skip_all)]
+pub async fn audience_member(
+    db: impl PgExecutor<'_>,
+    phone: &str,
+    topic: Option<&str>,
+) -> Result<Option<AudienceMember>, sqlx::Error> {
+    sqlx::query_as!(
+        AudienceMember,
+        r#"select u.phone_number, u.consent as "consent: Consent", u.attributes, u.profile_name, u.last_inbound_at,
+                  coalesce((select s.subscribed from topic_subscriptions s
+                            where s.phone_number = u.phone_number and s.topic = $2), true) as "topic_subscribed!",
+                  (select count(*) from messages m where m.phone_number = u.phone_number
+                     and m.sent_at > now() - interval '24 hours') as "sent_last_24h!"
+           from users u where u.phone_number = $1"#,
+        phone,
+        topic
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Records a decision about a person that made no message (a test send).
+#[tracing::instrument(skip_all, fields(decision))]
+pub async fn record_decision(
+    db: impl PgExecutor<'_>,
+    campaign: Uuid,
+    phone: &str,
+    decision: &str,
+    reason: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into decisions (campaign_id, phone_number, decision, reason) values ($1, $2, $3, $4)",
+        campaign,
+        phone,
+        decision,
+        reason
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

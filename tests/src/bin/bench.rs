@@ -1,4 +1,4 @@
-//! `cargo run --release -p e2e --bin bench -- <webhooks|ingest|fanout|sender|events>`: prints a table per benchmark.
+//! `cargo run --release -p e2e --bin bench -- <webhooks|ingest|fanout|sender|events|console>`: prints a table per benchmark.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,8 +9,9 @@ async fn main() -> anyhow::Result<()> {
         "fanout" => e2e::bench_engine::fanout().await,
         "sender" => e2e::bench_engine::sender_path().await,
         "events" => e2e::bench_events::run().await,
+        "console" => e2e::bench_console::run().await,
         other => anyhow::bail!(
-            "unknown benchmark {other:?}: expected webhooks, ingest, fanout, sender or events"
+            "unknown benchmark {other:?}: expected webhooks, ingest, fanout, sender, events or console"
         ),
     }
 }

@@ -255,13 +255,26 @@ pub async fn funnel(
     )
 }
 
+/// What a campaign page shows beside the campaign: a dry run, a test send's
+/// outcome, an action's error.
+#[derive(Default)]
+struct Shown {
+    dry_run: Option<Result<DryRun, String>>,
+    test_send: Option<Result<String, String>>,
+    error: Option<String>,
+}
+
 async fn campaign_page(
     state: &AppState,
     session: &Session,
     c: Campaign,
-    dry_run: Option<Result<DryRun, String>>,
-    error: Option<String>,
+    shown: Shown,
 ) -> Result<Html<String>, ConsoleError> {
+    let Shown {
+        dry_run,
+        test_send,
+        error,
+    } = shown;
     let stats = store::stats(&state.db, c.id).await?;
     let segment = match c.segment_id {
         Some(id) => segments::get(&state.db, id).await?,
@@ -311,7 +324,11 @@ async fn campaign_page(
             title => c.name.clone(), nav => "campaigns", csrf => session.csrf,
             campaign => c, segment => segment, template => template, actions => actions,
             f => funnel_context(&c, &stats), live => running, dry_run => dry_run,
-            outcomes => outcomes, error => error,
+            outcomes => outcomes, error => error, test_sends => state.twilio.is_some(),
+            test_send => test_send.map(|r| match r {
+                Ok(sent) => minijinja::context! { sent => sent },
+                Err(refused) => minijinja::context! { refused => refused },
+            }),
         },
     )
 }
@@ -322,7 +339,7 @@ pub async fn page(
     Path(id): Path<String>,
 ) -> Result<Html<String>, ConsoleError> {
     let c = find(&state, parse_id(&id)?).await?;
-    campaign_page(&state, &session, c, None, None).await
+    campaign_page(&state, &session, c, Shown::default()).await
 }
 
 /// Runs the sender's rules over the whole audience now, without Twilio.
@@ -359,7 +376,11 @@ pub async fn dry_run(
             }
         }
     };
-    campaign_page(&state, &session, c, Some(run), None).await
+    let shown = Shown {
+        dry_run: Some(run),
+        ..Shown::default()
+    };
+    campaign_page(&state, &session, c, shown).await
 }
 
 /// Launch, pause, resume or cancel, through the API's own transition.
@@ -381,11 +402,141 @@ pub async fn act(
         Ok(_) => Ok(redirect(&format!("{BASE}/campaigns/{id}"))),
         Err(e) if e.status.is_client_error() => {
             let c = find(&state, id).await?;
-            let page = campaign_page(&state, &session, c, None, Some(e.message)).await?;
+            let shown = Shown {
+                error: Some(e.message),
+                ..Shown::default()
+            };
+            let page = campaign_page(&state, &session, c, shown).await?;
             Ok((e.status, page).into_response())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestSendForm {
+    #[serde(default)]
+    phone_number: String,
+}
+
+/// One message of the campaign to one person now, through Twilio, under the
+/// sender's rules except quiet hours; recorded as a `test_sent` decision.
+pub async fn test_send(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    Form(form): Form<TestSendForm>,
+) -> Result<Response, ConsoleError> {
+    let c = find(&state, parse_id(&id)?).await?;
+    let outcome = send_test(&state, &session, &c, &form.phone_number).await?;
+    let status = if outcome.is_ok() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let shown = Shown {
+        test_send: Some(outcome),
+        ..Shown::default()
+    };
+    Ok((status, campaign_page(&state, &session, c, shown).await?).into_response())
+}
+
+/// `Ok(what was sent)`, or `Err(why not)`; `ConsoleError` only for the database.
+async fn send_test(
+    state: &AppState,
+    session: &Session,
+    c: &Campaign,
+    phone: &str,
+) -> Result<Result<String, String>, ConsoleError> {
+    let Some(twilio) = &state.twilio else {
+        return Ok(Err(
+            "test sends are off: the api function has no Twilio settings (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_WHATSAPP_FROM, PUBLIC_BASE_URL)".into(),
+        ));
+    };
+    let to = match crate::users::parse_phone(phone, state.default_region, "phone_number") {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.message)),
+    };
+    let Some(person) = reads::audience_member(&state.db, to.as_str(), c.topic.as_deref()).await?
+    else {
+        return Ok(Err(format!(
+            "{} is not a known person: import them (with their consent) first",
+            to.as_str()
+        )));
+    };
+    let template = templates::get(&state.db, c.template_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the campaign's template is gone"))?;
+    let compiled = shared::template::Template::new(
+        template.body.as_deref(),
+        template.content_sid.as_deref(),
+        template.content_variables.as_ref(),
+    )
+    .map_err(|e| e.to_string());
+    // Quiet hours do not hold back an operator's own test.
+    let mut rules = c.clone();
+    rules.quiet_hours_start = None;
+    rules.quiet_hours_end = None;
+    let claimed = dry_run::as_claimed(&rules, &template, &person);
+    let plan = match shared::engine::send::decide(
+        &claimed,
+        compiled.as_ref().map_err(String::as_str),
+        Utc::now(),
+        &SenderSettings::default(),
+    ) {
+        shared::engine::send::Decision::Send(plan) => plan,
+        shared::engine::send::Decision::End {
+            decision, reason, ..
+        } => {
+            return Ok(Err(format!("not sent: {decision} {reason}")));
+        }
+    };
+    let (body, content_sid, content_variables) = if plan.use_content {
+        (
+            None,
+            plan.rendered.content_sid.as_deref(),
+            plan.rendered.content_variables.as_deref(),
+        )
+    } else {
+        (plan.rendered.body.as_deref(), None, None)
+    };
+    let message = shared::twilio::Outbound {
+        message_id: Uuid::now_v7(),
+        to: &to,
+        body,
+        content_sid,
+        content_variables,
+    };
+    let (decision, reason, outcome) = match twilio.send(&message).await {
+        Ok(accepted) => {
+            let what = body.map_or_else(
+                || {
+                    format!(
+                        "content template {} with {}",
+                        content_sid.unwrap_or(""),
+                        content_variables.unwrap_or("{}")
+                    )
+                },
+                |b| format!("\"{b}\""),
+            );
+            let sid = accepted.sid.clone().unwrap_or_default();
+            (
+                "test_sent",
+                serde_json::json!({"sid": accepted.sid, "twilio_status": accepted.status, "body": body,
+                                   "content_sid": content_sid, "content_variables": content_variables,
+                                   "by_key": session.key_id()}),
+                Ok(format!("sent to {}: {what} (Twilio {sid})", to.as_str())),
+            )
+        }
+        Err(e) => (
+            "test_failed",
+            serde_json::json!({"error": e.to_string(), "by_key": session.key_id()}),
+            Err(format!("Twilio did not take it: {e}")),
+        ),
+    };
+    reads::record_decision(&state.db, c.id, to.as_str(), decision, &reason).await?;
+    tracing::info!(campaign = %c.id, decision, "console test send");
+    Ok(outcome)
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,10 @@ pub fn router(state: AppState) -> Router {
             post(campaigns::dry_run),
         )
         .route(
+            &format!("{BASE}/campaigns/{{id}}/test-send"),
+            post(campaigns::test_send),
+        )
+        .route(
             &format!("{BASE}/campaigns/{{id}}/action/{{action}}"),
             post(campaigns::act),
         )

@@ -39,6 +39,15 @@ const FORM_LIMIT: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub csrf: String,
+    /// The SHA-256 of the API key that signed in: who did what, in the records.
+    pub key_hash: String,
+}
+
+impl Session {
+    /// Enough of the key's hash to tell keys apart in a record, not to guess one.
+    pub fn key_id(&self) -> &str {
+        self.key_hash.get(..12).unwrap_or(&self.key_hash)
+    }
 }
 
 fn random_token() -> String {
@@ -236,6 +245,7 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
     }
     request.extensions_mut().insert(Session {
         csrf: session.csrf_token,
+        key_hash: session.key_hash,
     });
     next.run(request).await
 }
