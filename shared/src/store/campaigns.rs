@@ -263,7 +263,7 @@ pub async fn clear_account_holds(db: impl PgExecutor<'_>, id: Uuid) -> Result<()
 }
 
 /// How a campaign's messages are doing.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CampaignStats {
     /// Recipients materialized so far.
     pub messages: i64,

@@ -11,7 +11,7 @@ use crate::domain::{Consent, ConsentSource, MessageStatus};
 use crate::store::users::User;
 
 /// How many messages reached each step in one hour.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HourCounts {
     pub sent: i64,
     pub delivered: i64,
@@ -105,7 +105,7 @@ pub async fn opt_outs_since(
 
 /// A campaign's progress for a list: recipients, and those whose message
 /// has ended (sent on, skipped or failed: neither waiting nor in flight).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     pub recipients: i64,
     pub done: i64,

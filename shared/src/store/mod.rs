@@ -15,6 +15,7 @@
 
 pub mod campaigns;
 pub mod console;
+pub mod console_cache;
 pub mod console_sessions;
 pub mod events;
 pub mod imports;

@@ -177,7 +177,7 @@ struct Failure {
 }
 
 /// The funnel's context: the chart, the counts behind it, and the decisions.
-fn funnel_context(c: &Campaign, stats: &CampaignStats) -> minijinja::Value {
+fn funnel_context(c: &Campaign, stats: &CampaignStats, age: Option<i64>) -> minijinja::Value {
     let status = |s: &str| stats.by_status.get(s).copied().unwrap_or(0);
     let mut bars = vec![
         Bar {
@@ -232,6 +232,7 @@ fn funnel_context(c: &Campaign, stats: &CampaignStats) -> minijinja::Value {
     let in_flight = status("pending") + status("queued") + status("sending");
     minijinja::context! {
         campaign_id => c.id,
+        age => age,
         state => c.state.as_str(),
         done => c.state.is_terminal(),
         chart => charts::bars("Delivery funnel", &bars),
@@ -242,16 +243,33 @@ fn funnel_context(c: &Campaign, stats: &CampaignStats) -> minijinja::Value {
     }
 }
 
+/// How fresh a big campaign's funnel is kept (a small one is counted per view).
+const STATS_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A campaign's stats, through the console's cache.
+async fn stats_of(
+    state: &AppState,
+    id: Uuid,
+) -> Result<super::cache::Cached<CampaignStats>, ConsoleError> {
+    Ok(super::cache::cached(
+        state,
+        format!("campaign-stats:{id}"),
+        STATS_FRESH,
+        move |s| async move { store::stats(&s.db, id).await },
+    )
+    .await?)
+}
+
 /// The live part of a campaign page, fetched again while it runs.
 pub async fn funnel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Html<String>, ConsoleError> {
     let c = find(&state, parse_id(&id)?).await?;
-    let stats = store::stats(&state.db, c.id).await?;
+    let stats = stats_of(&state, c.id).await?;
     render(
         "funnel.html",
-        minijinja::context! { f => funnel_context(&c, &stats) },
+        minijinja::context! { f => funnel_context(&c, &stats.value, stats.age_seconds()) },
     )
 }
 
@@ -275,7 +293,9 @@ async fn campaign_page(
         test_send,
         error,
     } = shown;
-    let stats = store::stats(&state.db, c.id).await?;
+    let cached = stats_of(state, c.id).await?;
+    let age = cached.age_seconds();
+    let stats = cached.value;
     let segment = match c.segment_id {
         Some(id) => segments::get(&state.db, id).await?,
         None => None,
@@ -323,7 +343,7 @@ async fn campaign_page(
         minijinja::context! {
             title => c.name.clone(), nav => "campaigns", csrf => session.csrf,
             campaign => c, segment => segment, template => template, actions => actions,
-            f => funnel_context(&c, &stats), live => running, dry_run => dry_run,
+            f => funnel_context(&c, &stats, age), live => running, dry_run => dry_run,
             outcomes => outcomes, error => error, test_sends => state.twilio.is_some(),
             test_send => test_send.map(|r| match r {
                 Ok(sent) => minijinja::context! { sent => sent },

@@ -207,16 +207,23 @@ pub async fn segment_count(
     let s = segment_store::get(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no segment with this id"))?;
-    let Json(p) = segment_api::preview(
-        State(state.clone()),
-        ApiJson(PreviewRequest {
-            definition: s.definition,
-        }),
+    let key = format!("segment-count:{}:{}", s.id, s.updated_at.timestamp_micros());
+    let definition = s.definition;
+    let count = super::cache::cached(
+        &state,
+        key,
+        std::time::Duration::from_secs(60),
+        move |st| async move {
+            let segment = shared::segment::Segment::parse(&definition).map_err(|e| {
+                sqlx::Error::Protocol(format!("the stored segment does not parse: {e}"))
+            })?;
+            users::count_matching(&st.db, &segment).await
+        },
     )
     .await?;
     render(
         "segment_preview.html",
-        minijinja::context! { count_only => true, preview => p },
+        minijinja::context! { count_only => true, count => count.value, age => count.age_seconds() },
     )
 }
 

@@ -9,6 +9,7 @@
 //! Content-Security-Policy (`'self'` only, nothing inline), and reads
 //! without JavaScript; the script only refreshes live parts of a page.
 
+pub mod cache;
 mod campaigns;
 pub mod charts;
 mod imports;
@@ -219,6 +220,7 @@ fn environment() -> &'static Environment<'static> {
         env.add_filter("when", filters::when);
         env.add_filter("json", filters::json);
         env.add_filter("error_meaning", filters::error_meaning);
+        env.add_filter("excerpt", filters::excerpt);
         env
     })
 }
@@ -264,6 +266,17 @@ mod filters {
                 super::overview::reaction_text(m.reaction)
             ),
             None => "not in our table of Twilio codes".to_owned(),
+        }
+    }
+
+    /// The first 80 characters of a text, with `…` when cut; empty for none.
+    pub fn excerpt(v: Value) -> String {
+        let Some(s) = v.as_str() else {
+            return String::new();
+        };
+        match s.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &s[..cut]),
+            None => s.to_owned(),
         }
     }
 
@@ -353,6 +366,7 @@ impl From<ApiError> for FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use minijinja::Value;
 
     #[test]
     fn every_template_parses() {
@@ -362,9 +376,36 @@ mod tests {
     }
 
     #[test]
+    fn excerpts_cut_long_texts_at_a_character() {
+        assert_eq!(filters::excerpt(Value::from("short")), "short");
+        let long = "é".repeat(100);
+        assert_eq!(
+            filters::excerpt(Value::from(long.as_str())).chars().count(),
+            81
+        );
+        assert_eq!(filters::excerpt(Value::from(())), "");
+    }
+
+    #[test]
     fn numbers_get_thousands_separators() {
         assert_eq!(filters::num(1_234_567.into()), "1,234,567");
         assert_eq!(filters::num(999.into()), "999");
         assert_eq!(filters::num((-1000).into()), "-1,000");
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    #[test]
+    fn the_audience_count_renders() {
+        let page = super::render(
+            "segment_preview.html",
+            minijinja::context! { count_only => true, count => 3, age => Option::<i64>::None },
+        );
+        let page = page.map(|h| h.0).map_err(|e| format!("{e:?}"));
+        assert!(
+            page.as_deref().unwrap_or("").contains("audience-count"),
+            "{page:?}"
+        );
     }
 }

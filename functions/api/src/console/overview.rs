@@ -1,16 +1,20 @@
 //! The overview: what is running, the last 24 hours, what failed and why,
 //! opt-outs today and imports in progress.
 
+use std::time::Duration;
+
 use axum::Extension;
 use axum::extract::State;
 use axum::response::Html;
-use chrono::{Duration, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::Serialize;
 use shared::domain::CampaignState;
 use shared::store::campaigns::{self, Campaign};
 use shared::store::{console as reads, imports};
 use shared::twilio::errors::meaning;
+use uuid::Uuid;
 
+use super::cache::cached;
 use super::charts::{self, Series};
 use super::session::Session;
 use super::{ConsoleError, render};
@@ -24,13 +28,31 @@ pub struct Listed {
     done: i64,
 }
 
-/// Campaigns with their progress.
+/// How fresh the figures of a list or the overview are kept.
+const FRESH: Duration = Duration::from_secs(15);
+
+/// Campaigns with their progress (as of the cached figure: counting a
+/// big campaign's messages by status takes a scan).
 pub async fn with_progress(
     state: &AppState,
     list: Vec<Campaign>,
 ) -> Result<Vec<Listed>, ConsoleError> {
     let ids: Vec<_> = list.iter().map(|c| c.id).collect();
-    let progress = reads::campaign_progress(&state.db, &ids).await?;
+    let mut key_ids = ids.clone();
+    key_ids.sort();
+    let key = format!(
+        "campaign-progress:{}",
+        key_ids
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let progress = cached(state, key, FRESH, move |s| async move {
+        reads::campaign_progress(&s.db, &ids).await
+    })
+    .await?
+    .value;
     Ok(list
         .into_iter()
         .map(|campaign| {
@@ -48,6 +70,27 @@ pub async fn with_progress(
         .collect())
 }
 
+/// The overview's figures over the last 24 hours.
+#[derive(Serialize, serde::Deserialize)]
+struct Figures {
+    hours: Vec<(DateTime<Utc>, reads::HourCounts)>,
+    errors: Vec<(i32, i64)>,
+    opt_outs: i64,
+}
+
+async fn figures(state: AppState) -> Result<Figures, sqlx::Error> {
+    let now = Utc::now();
+    let midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |t| t.and_utc());
+    Ok(Figures {
+        hours: reads::activity_by_hour(&state.db, now - chrono::Duration::hours(23)).await?,
+        errors: reads::top_error_codes(&state.db, now - chrono::Duration::hours(24), 8).await?,
+        opt_outs: reads::opt_outs_since(&state.db, midnight).await?,
+    })
+}
+
 #[derive(Serialize)]
 struct ErrorRow {
     code: i32,
@@ -60,13 +103,17 @@ pub async fn page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Result<Html<String>, ConsoleError> {
-    let now = Utc::now();
-    let since = now - Duration::hours(23);
     let mut active = campaigns::list(&state.db, Some(CampaignState::Running), None, 50).await?;
     active.extend(campaigns::list(&state.db, Some(CampaignState::Scheduled), None, 50).await?);
     active.extend(campaigns::list(&state.db, Some(CampaignState::Paused), None, 50).await?);
     let active = with_progress(&state, active).await?;
-    let hours = reads::activity_by_hour(&state.db, since).await?;
+    let figures = cached(&state, "overview".to_owned(), FRESH, figures).await?;
+    let age = figures.age_seconds();
+    let Figures {
+        hours,
+        errors,
+        opt_outs,
+    } = figures.value;
     let labels: Vec<String> = hours
         .iter()
         .map(|(h, _)| format!("{:02}h", h.hour()))
@@ -96,8 +143,7 @@ pub async fn page(
                 failed: a.failed + c.failed,
             }
         });
-    let errors: Vec<ErrorRow> = reads::top_error_codes(&state.db, now - Duration::hours(24), 8)
-        .await?
+    let errors: Vec<ErrorRow> = errors
         .into_iter()
         .map(|(code, count)| {
             let m = meaning(code);
@@ -112,11 +158,6 @@ pub async fn page(
             }
         })
         .collect();
-    let midnight = now
-        .date_naive()
-        .and_hms_opt(0, 0, 0)
-        .map_or(now, |t| t.and_utc());
-    let opt_outs = reads::opt_outs_since(&state.db, midnight).await?;
     let running_imports: Vec<_> = imports::list(&state.db, None, 20)
         .await?
         .into_iter()
@@ -132,7 +173,7 @@ pub async fn page(
             hours => hours.iter().map(|(h, c)| minijinja::context! {
                 hour => format!("{:02}:00", h.hour()), sent => c.sent, delivered => c.delivered, read => c.read, failed => c.failed,
             }).collect::<Vec<_>>(),
-            errors => errors, opt_outs => opt_outs, imports => running_imports,
+            errors => errors, opt_outs => opt_outs, imports => running_imports, age => age,
         },
     )
 }
