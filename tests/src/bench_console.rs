@@ -160,13 +160,15 @@ async fn sign_in(router: &Router) -> anyhow::Result<String> {
     Ok(session.to_owned())
 }
 
+/// The first view's time, then the sorted times of `runs` more after 3 warm-ups.
 async fn time_page(
     router: &Router,
     cookie: &str,
     path: &str,
     runs: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let mut ms = Vec::with_capacity(runs);
+    let mut first = 0.0;
     for i in 0..runs + 3 {
         let request = Request::get(path)
             .header("host", "127.0.0.1")
@@ -178,12 +180,15 @@ async fn time_page(
         response.into_body().collect().await?;
         let elapsed = t.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(status.is_success(), "{path} answered {status}");
+        if i == 0 {
+            first = elapsed;
+        }
         if i >= 3 {
             ms.push(elapsed);
         }
     }
     ms.sort_by(f64::total_cmp);
-    Ok(ms)
+    Ok((first, ms))
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -264,22 +269,22 @@ pub async fn run() -> anyhow::Result<()> {
         floor.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     floor.sort_by(f64::total_cmp);
-    println!("\n| page | p50 ms | p99 ms | within {BUDGET_MS:.0} ms |");
-    println!("|---|---:|---:|---|");
+    println!("\n| page | first view ms | p50 ms | p99 ms | p99 within {BUDGET_MS:.0} ms |");
+    println!("|---|---:|---:|---:|---|");
     println!(
-        "| floor: `select 1` through the pool | {:.2} | {:.2} | |",
+        "| floor: `select 1` through the pool | | {:.2} | {:.2} | |",
         pct(&floor, 0.5),
         pct(&floor, 0.99)
     );
     let mut over = vec![];
     for (label, path) in &pages {
-        let ms = time_page(&router, &cookie, path, runs).await?;
+        let (first, ms) = time_page(&router, &cookie, path, runs).await?;
         let (p50, p99) = (pct(&ms, 0.5), pct(&ms, 0.99));
         if p99 > BUDGET_MS {
             over.push(label.clone());
         }
         println!(
-            "| {label} | {p50:.1} | {p99:.1} | {} |",
+            "| {label} | {first:.1} | {p50:.1} | {p99:.1} | {} |",
             if p99 <= BUDGET_MS { "yes" } else { "NO" }
         );
     }
@@ -301,6 +306,54 @@ pub async fn run() -> anyhow::Result<()> {
         "\nexport of the big campaign's failed recipients: {} rows of CSV in {:.0} ms",
         body.iter().filter(|b| **b == b'\n').count() - 1,
         t.elapsed().as_secs_f64() * 1000.0
+    );
+    // The dry run: the sender's rules over the whole audience (not a page: an action).
+    let page = router
+        .clone()
+        .oneshot(
+            Request::get(format!("/console/campaigns/{campaign}"))
+                .header("host", "127.0.0.1")
+                .header("cookie", &cookie)
+                .body(Body::empty())?,
+        )
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let page = String::from_utf8_lossy(&page);
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    let audience: i64 =
+        sqlx::query_scalar("select count(*) from users where attributes->>'plan' = 'gold'")
+            .fetch_one(&db)
+            .await?;
+    let t = Instant::now();
+    let answer = router
+        .clone()
+        .oneshot(
+            Request::post(format!("/console/campaigns/{campaign}/dry-run"))
+                .header("host", "127.0.0.1")
+                .header("cookie", &cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("csrf={csrf}")))?,
+        )
+        .await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "dry run answered {}",
+        answer.status()
+    );
+    answer.into_body().collect().await?;
+    let took = t.elapsed().as_secs_f64();
+    println!(
+        "dry run over an audience of {audience}: {:.1} s ({:.0} people/s)",
+        took,
+        audience as f64 / took
     );
     if over.is_empty() {
         println!("every page within {BUDGET_MS:.0} ms at p99");
