@@ -219,7 +219,7 @@ fn funnel_context(c: &Campaign, stats: &CampaignStats, age: Option<i64>) -> mini
             }
         })
         .collect();
-    failures.sort_by(|a, b| b.count.cmp(&a.count));
+    failures.sort_by_key(|f| std::cmp::Reverse(f.count));
     for f in &failures {
         bars.push(Bar {
             label: format!("failed {}", f.code),
