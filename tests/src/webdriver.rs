@@ -217,6 +217,13 @@ impl Browser {
         string(url, "current url")
     }
 
+    /// Resizes the browser window (CSS pixels), e.g. to a phone's width.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        let rect = Some(json!({"width": width, "height": height}));
+        self.command(Method::POST, "/window/rect", rect).await?;
+        Ok(())
+    }
+
     /// The first element matching `css`.
     pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
         let found = self

@@ -326,6 +326,29 @@ async fn an_operator_walks_the_console(db: PgPool) {
         .unwrap();
     shot(&browser, "10-overview-after").await;
 
+    // On a phone: nothing wider than the screen (tables scroll inside themselves).
+    browser.set_window_size(390, 844).await.unwrap();
+    for (name, url) in [
+        ("11-phone-campaign", campaign_url.clone()),
+        ("12-phone-overview", format!("{base}/console/overview")),
+    ] {
+        browser.goto(&url).await.unwrap();
+        browser.wait_for("main h1", WAIT).await.unwrap();
+        let fits = browser
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            fits,
+            serde_json::json!(true),
+            "{name} is wider than a phone"
+        );
+        shot(&browser, name).await;
+    }
+
     browser.quit().await.unwrap();
     stack.stop().await;
     std::fs::remove_dir_all(&data).ok();
