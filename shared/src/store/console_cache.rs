@@ -20,6 +20,18 @@ pub async fn get(
     Ok(row.map(|r| (r.value, r.computed_at)))
 }
 
+/// Drops figures nobody has needed recomputed for a day (a list's progress
+/// under an old set of campaigns, a segment since edited): they would only
+/// be read again by the key that wrote them, and that key recomputes anyway.
+#[tracing::instrument(skip_all)]
+pub async fn sweep(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let swept =
+        sqlx::query!("delete from console_cache where computed_at < now() - interval '1 day'")
+            .execute(db)
+            .await?;
+    Ok(swept.rows_affected())
+}
+
 /// Stores `value` for `key`, computed now.
 #[tracing::instrument(skip_all)]
 pub async fn put(db: impl PgExecutor<'_>, key: &str, value: &Value) -> Result<(), sqlx::Error> {

@@ -101,6 +101,11 @@ async fn save<T: Serialize>(state: &AppState, key: &str, value: &T, took: Durati
     if let Err(e) = stored {
         tracing::warn!(key, error = %e, "console figure not stored; the next view computes it again");
     }
+    // Saves are rare (a slow figure, at most once per freshness period), so
+    // each one also clears out figures left unused for a day.
+    if let Err(e) = store::sweep(&state.db).await {
+        tracing::warn!(error = %e, "old console figures not swept");
+    }
 }
 
 fn refresh_in_background<T, F, Fut>(state: AppState, key: String, compute: F)
