@@ -1,6 +1,8 @@
 //! The campaign engine's two hot paths: the fan-out of a 1,000,000-user
-//! segment (materialize, then dispatch to a publisher that only counts), and
-//! the sender against a local Twilio mock with rate limits off.
+//! segment (materialize, then dispatch to a publisher that only counts), each
+//! beside its floor (one bare `INSERT … SELECT` of the same rows, one bare
+//! `UPDATE … RETURNING` of them), and the sender against a local Twilio mock
+//! with rate limits off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +103,49 @@ pub async fn fanout() -> anyhow::Result<()> {
         second.dispatched as f64 / dispatch.as_secs_f64()
     );
     println!("tasks published: {published}");
+
+    // The floors: the same rows into the same table and indexes by one bare
+    // INSERT … SELECT, and queued by one bare UPDATE … RETURNING.
+    let floor_campaign = campaign(&db, &spec).await;
+    let t = Instant::now();
+    let inserted = sqlx::query(
+        "insert into messages (campaign_id, phone_number)
+         select $1, phone_number from users
+         where consent = 'opted_in' and attributes->>'plan' in ('gold', 'silver', 'bronze')",
+    )
+    .bind(floor_campaign)
+    .execute(&db)
+    .await?
+    .rows_affected();
+    let insert_floor = t.elapsed();
+    let t = Instant::now();
+    let queued: Vec<Uuid> = sqlx::query_scalar(
+        "update messages set status = 'queued', status_rank = 1, queued_at = now(), updated_at = now()
+         where campaign_id = $1 and status = 'pending' returning id",
+    )
+    .bind(floor_campaign)
+    .fetch_all(&db)
+    .await?;
+    let update_floor = t.elapsed();
+    println!(
+        "{:<34} {:>10} {:>9.2} {:>12.0}",
+        "floor: bare INSERT … SELECT",
+        inserted,
+        insert_floor.as_secs_f64(),
+        inserted as f64 / insert_floor.as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>10} {:>9.2} {:>12.0}",
+        "floor: bare UPDATE … RETURNING",
+        queued.len(),
+        update_floor.as_secs_f64(),
+        queued.len() as f64 / update_floor.as_secs_f64()
+    );
+    println!(
+        "ratios: materialize {:.2} x its floor, dispatch {:.2} x its floor",
+        materialize.as_secs_f64() / insert_floor.as_secs_f64(),
+        dispatch.as_secs_f64() / update_floor.as_secs_f64()
+    );
     Ok(())
 }
 
