@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::charts::{self, Bar};
 use super::overview::{reaction_text, with_progress};
 use super::session::Session;
-use super::{BASE, ConsoleError, FieldError, redirect, render};
+use super::{BASE, ConsoleError, FieldError, redirect, render, text};
 use crate::AppState;
 use crate::campaigns::{self as api, CreateCampaign};
 use crate::extract::{ApiJson, ApiPath};
@@ -64,10 +64,6 @@ pub struct CampaignForm {
     quiet_hours_end: String,
     #[serde(default)]
     default_timezone: String,
-}
-
-fn text(s: &str) -> Option<String> {
-    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 fn number(field: &str, s: &str) -> Result<Option<i32>, ApiError> {
@@ -164,8 +160,7 @@ async fn find(state: &AppState, id: Uuid) -> Result<Campaign, ConsoleError> {
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ConsoleError> {
-    raw.parse()
-        .map_err(|_| ConsoleError::Api(ApiError::not_found("no campaign with this id")))
+    super::parse_id(raw, "no campaign with this id")
 }
 
 #[derive(Serialize)]

@@ -171,8 +171,7 @@ pub async fn waiting(
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ConsoleError> {
-    raw.parse()
-        .map_err(|_| ConsoleError::Api(ApiError::not_found("no import with this id")))
+    super::parse_id(raw, "no import with this id")
 }
 
 async fn find(state: &AppState, id: &str) -> Result<store::Import, ConsoleError> {

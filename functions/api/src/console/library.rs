@@ -13,7 +13,7 @@ use shared::store::{segments as segment_store, templates as template_store, user
 use uuid::Uuid;
 
 use super::session::Session;
-use super::{BASE, ConsoleError, FieldError, redirect, render};
+use super::{BASE, ConsoleError, FieldError, parse_id, redirect, render, text};
 use crate::AppState;
 use crate::extract::{ApiJson, ApiPath};
 use crate::segments::{self as segment_api, CreateSegment, PatchSegment, PreviewRequest};
@@ -24,15 +24,8 @@ const LISTED: i64 = 500;
 fn optional_id(raw: Option<&str>) -> Result<Option<Uuid>, ConsoleError> {
     match raw {
         None | Some("new") => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| ConsoleError::Api(ApiError::not_found("no such id"))),
+        Some(s) => parse_id(s, "no such id").map(Some),
     }
-}
-
-fn text(s: &str) -> Option<String> {
-    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// JSON typed into a form field, or an error naming that field.

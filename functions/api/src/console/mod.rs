@@ -170,6 +170,17 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         .into_response()
 }
 
+/// A form field as typed: `None` when left empty.
+pub fn text(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// An id from a path; one that does not parse is a 404 saying `not_found`.
+pub fn parse_id(raw: &str, not_found: &str) -> Result<uuid::Uuid, ConsoleError> {
+    raw.parse()
+        .map_err(|_| ConsoleError::Api(ApiError::not_found(not_found)))
+}
+
 /// A 303 to `to` (after a form: the browser GETs the next page).
 pub fn redirect(to: &str) -> Response {
     match HeaderValue::from_str(to) {
@@ -186,6 +197,7 @@ macro_rules! templates {
 
 const TEMPLATES: &[(&str, &str)] = templates!(
     "base.html",
+    "forms.html",
     "sign_in.html",
     "overview.html",
     "campaigns.html",
@@ -392,10 +404,7 @@ mod tests {
         assert_eq!(filters::num(999.into()), "999");
         assert_eq!(filters::num((-1000).into()), "-1,000");
     }
-}
 
-#[cfg(test)]
-mod render_tests {
     #[test]
     fn the_audience_count_renders() {
         let page = super::render(
