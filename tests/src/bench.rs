@@ -137,3 +137,136 @@ pub fn seconds(default: u64) -> Duration {
             .unwrap_or(default),
     )
 }
+
+/// One benchmark figure beside its floor: what `bench all` prints as one
+/// table, so that runs compare by ratio rather than by absolute numbers that
+/// change with the machine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figure {
+    pub bench: &'static str,
+    /// What was measured (`status callbacks, HTTP, 16 connections`).
+    pub what: String,
+    pub value: f64,
+    /// The same work done the plainest way, in the same run.
+    pub floor: f64,
+    /// What the floor is.
+    pub floor_is: String,
+    pub unit: &'static str,
+    /// Whether more is better (a rate) or less is (a time).
+    pub higher_is_better: bool,
+    /// The ratio the design aims for, in the figure's own direction: at least
+    /// this for a rate, at most this for a time.
+    pub goal: Option<f64>,
+}
+
+impl Figure {
+    /// A time, where less is better: `ratio = value / floor`.
+    pub fn time(bench: &'static str, what: impl Into<String>, value: f64, floor: f64) -> Self {
+        Self {
+            bench,
+            what: what.into(),
+            value,
+            floor,
+            floor_is: String::new(),
+            unit: "s",
+            higher_is_better: false,
+            goal: None,
+        }
+    }
+
+    /// A rate, where more is better: `ratio = value / floor`.
+    pub fn rate(bench: &'static str, what: impl Into<String>, value: f64, floor: f64) -> Self {
+        Self {
+            unit: "ops/s",
+            higher_is_better: true,
+            ..Self::time(bench, what, value, floor)
+        }
+    }
+
+    pub fn unit(mut self, unit: &'static str) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    pub fn floor_is(mut self, floor_is: impl Into<String>) -> Self {
+        self.floor_is = floor_is.into();
+        self
+    }
+
+    pub fn goal(mut self, goal: f64) -> Self {
+        self.goal = Some(goal);
+        self
+    }
+
+    pub fn ratio(&self) -> f64 {
+        self.value / self.floor
+    }
+
+    /// `None` without a goal.
+    pub fn met(&self) -> Option<bool> {
+        self.goal.map(|goal| {
+            if self.higher_is_better {
+                self.ratio() >= goal
+            } else {
+                self.ratio() <= goal
+            }
+        })
+    }
+
+    pub fn markdown_header() -> &'static str {
+        "| bench | figure | value | floor | floor is | ratio | goal | met |\n|---|---|---:|---:|---|---:|---|---|"
+    }
+
+    pub fn markdown_row(&self) -> String {
+        let goal = match (self.goal, self.higher_is_better) {
+            (Some(g), true) => format!("≥ {g:.2}"),
+            (Some(g), false) => format!("≤ {g:.2}"),
+            (None, _) => String::new(),
+        };
+        let met = match self.met() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        format!(
+            "| {} | {} | {} {} | {} {} | {} | {:.2} | {goal} | {met} |",
+            self.bench,
+            self.what,
+            number(self.value),
+            self.unit,
+            number(self.floor),
+            self.unit,
+            self.floor_is,
+            self.ratio()
+        )
+    }
+}
+
+/// A figure to three significant digits or so, without a trail of decimals.
+fn number(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Prints figures as one markdown table.
+pub fn print_figures(figures: &[Figure]) {
+    println!("{}", Figure::markdown_header());
+    for f in figures {
+        println!("{}", f.markdown_row());
+    }
+}
+
+/// The next transaction id the server will assign: the difference between two
+/// readings counts the write transactions in between (on a quiet server).
+pub async fn next_xid(db: &PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(db)
+            .await?,
+    )
+}

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::bench::fresh_database;
+use crate::bench::{Figure, fresh_database};
 
 const KEY: &str = "bench-console-key";
 const BUDGET_MS: f64 = 200.0;
@@ -195,7 +195,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let users = count("BENCH_USERS", 1_000_000);
     let big = count("BENCH_BIG_CAMPAIGN", 500_000);
     let small = count("BENCH_SMALL_CAMPAIGN", 50_000);
@@ -277,9 +277,16 @@ pub async fn run() -> anyhow::Result<()> {
         pct(&floor, 0.99)
     );
     let mut over = vec![];
+    let mut figures = vec![];
     for (label, path) in &pages {
         let (first, ms) = time_page(&router, &cookie, path, runs).await?;
         let (p50, p99) = (pct(&ms, 0.5), pct(&ms, 0.99));
+        figures.push(
+            Figure::time("console", format!("{label} page p99"), p99, BUDGET_MS)
+                .unit("ms")
+                .floor_is("the page budget")
+                .goal(1.0),
+        );
         if p99 > BUDGET_MS {
             over.push(label.clone());
         }
@@ -360,5 +367,5 @@ pub async fn run() -> anyhow::Result<()> {
     } else {
         println!("over {BUDGET_MS:.0} ms at p99: {}", over.join(", "));
     }
-    Ok(())
+    Ok(figures)
 }

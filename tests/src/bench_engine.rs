@@ -1,5 +1,6 @@
 //! The campaign engine's two hot paths: the fan-out of a 1,000,000-user
-//! segment (materialize, then dispatch to a publisher that only counts), each
+//! segment (materialize, then dispatch through the Pub/Sub client to the
+//! emulator, or where it is missing to a publisher that only counts), each
 //! beside its floor (one bare `INSERT … SELECT` of the same rows, one bare
 //! `UPDATE … RETURNING` of them), and the sender against a local Twilio mock
 //! with rate limits off.
@@ -11,15 +12,16 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use serde_json::json;
-use shared::engine::fanout::{FanoutSettings, tick};
-use shared::gcp::{PushEnvelope, SendTask};
+use shared::engine::fanout::{FanoutSettings, TickReport, tick};
+use shared::gcp::{PushEnvelope, SendTask, TaskPublisher};
 use shared::ratelimit::Limiter;
 use uuid::Uuid;
 
-use crate::bench::{Run, fresh_database, run_for, seconds};
+use crate::bench::{Figure, Run, fresh_database, run_for, seconds};
 use crate::engine::{
     ACCOUNT_SID, CampaignSpec, CountingPublisher, campaign, fast_settings, sender,
 };
+use crate::pubsub_emulator;
 
 fn users_wanted() -> i64 {
     std::env::var("BENCH_USERS")
@@ -44,7 +46,7 @@ async fn seed_users(db: &sqlx::PgPool, users: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn fanout() -> anyhow::Result<()> {
+pub async fn fanout() -> anyhow::Result<Vec<Figure>> {
     let users = users_wanted();
     let db = fresh_database("ese_bench_fanout", 8).await?;
     let seeded = Instant::now();
@@ -62,28 +64,39 @@ pub async fn fanout() -> anyhow::Result<()> {
         ..CampaignSpec::default()
     };
     let c = campaign(&db, &spec).await;
-    let publisher = CountingPublisher::default();
     let settings = FanoutSettings {
         run_for: Duration::ZERO,
         ..FanoutSettings::default()
     };
+    // The real client publishing to the emulator where the machine has it.
+    let emulator = if pubsub_emulator::emulator_bin().exists() {
+        Some(pubsub_emulator::PubSubEmulator::start().await?)
+    } else {
+        None
+    };
+    let (publishing, (first, materialize, second, dispatch)) = match &emulator {
+        Some(emulator) => {
+            let topic = pubsub_emulator::unique_name("bench-send");
+            emulator
+                .create_topic(pubsub_emulator::PROJECT, &topic)
+                .await?;
+            let publisher = emulator.publisher(pubsub_emulator::PROJECT, &topic).await;
+            let run = fanout_ticks(&db, c, &publisher, &settings).await?;
+            ("Pub/Sub client to the emulator", run)
+        }
+        None => {
+            let publisher = CountingPublisher::default();
+            let run = fanout_ticks(&db, c, &publisher, &settings).await?;
+            anyhow::ensure!(
+                publisher.0.load(Ordering::Relaxed) == run.2.dispatched as u64 + 1,
+                "every dispatched task is published"
+            );
+            ("no emulator here: a publisher that only counts", run)
+        }
+    };
+    drop(emulator);
 
-    // Tick one materializes everything and dispatches one second at 1/s: one message.
-    let t = Instant::now();
-    let first = tick(&db, &publisher, &settings).await?;
-    let materialize = t.elapsed();
-
-    // Tick two dispatches the rest at an unbounded rate.
-    sqlx::query("update campaigns set rate_per_second = 2000000000 where id = $1")
-        .bind(c)
-        .execute(&db)
-        .await?;
-    let t = Instant::now();
-    let second = tick(&db, &publisher, &settings).await?;
-    let dispatch = t.elapsed();
-    let published = publisher.0.load(Ordering::Relaxed);
-
-    println!("fanout: a segment of {users} users, publisher that only counts");
+    println!("fanout: a segment of {users} users, {publishing}");
     println!(
         "{:<34} {:>10} {:>9} {:>12}",
         "stage", "rows", "seconds", "rows/s"
@@ -102,7 +115,6 @@ pub async fn fanout() -> anyhow::Result<()> {
         dispatch.as_secs_f64(),
         second.dispatched as f64 / dispatch.as_secs_f64()
     );
-    println!("tasks published: {published}");
 
     // The floors: the same rows into the same table and indexes by one bare
     // INSERT … SELECT, and queued by one bare UPDATE … RETURNING.
@@ -146,7 +158,45 @@ pub async fn fanout() -> anyhow::Result<()> {
         materialize.as_secs_f64() / insert_floor.as_secs_f64(),
         dispatch.as_secs_f64() / update_floor.as_secs_f64()
     );
-    Ok(())
+    Ok(vec![
+        Figure::time(
+            "fanout",
+            format!("materialize {} recipients", first.materialized),
+            materialize.as_secs_f64(),
+            insert_floor.as_secs_f64(),
+        )
+        .floor_is("one bare INSERT … SELECT of the same rows")
+        .goal(1.3),
+        Figure::time(
+            "fanout",
+            format!("dispatch {} messages ({publishing})", second.dispatched),
+            dispatch.as_secs_f64(),
+            update_floor.as_secs_f64(),
+        )
+        .floor_is("one bare UPDATE … RETURNING of the same batch")
+        .goal(1.5),
+    ])
+}
+
+/// Tick one materializes everything and dispatches one second at 1/s (one
+/// message); tick two dispatches the rest at an unbounded rate. Each tick's
+/// report and time.
+async fn fanout_ticks<P: TaskPublisher>(
+    db: &sqlx::PgPool,
+    campaign: Uuid,
+    publisher: &P,
+    settings: &FanoutSettings,
+) -> anyhow::Result<(TickReport, Duration, TickReport, Duration)> {
+    let t = Instant::now();
+    let first = tick(db, publisher, settings).await?;
+    let materialize = t.elapsed();
+    sqlx::query("update campaigns set rate_per_second = 2000000000 where id = $1")
+        .bind(campaign)
+        .execute(db)
+        .await?;
+    let t = Instant::now();
+    let second = tick(db, publisher, settings).await?;
+    Ok((first, materialize, second, t.elapsed()))
 }
 
 /// A Twilio Messages API that accepts everything at once, as the sender sees it.
@@ -170,7 +220,7 @@ async fn mock_twilio() -> anyhow::Result<String> {
     Ok(format!("http://{addr}"))
 }
 
-pub async fn sender_path() -> anyhow::Result<()> {
+pub async fn sender_path() -> anyhow::Result<Vec<Figure>> {
     const CONCURRENCY: usize = 32;
     const MESSAGES: i64 = 60_000;
     let duration = seconds(10);
@@ -236,8 +286,48 @@ pub async fn sender_path() -> anyhow::Result<()> {
         "sender: {CONCURRENCY} concurrent pushes, {} s, Twilio mock on loopback, rate limits off",
         duration.as_secs()
     );
+    // The floor: the Twilio mock alone, posted to as the sender posts.
+    let mock = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()?;
+    let url = format!("{twilio}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json");
+    let floor = run_for(
+        "floor: the Twilio mock alone",
+        CONCURRENCY,
+        duration,
+        move |i| {
+            let (mock, url) = (mock.clone(), url.clone());
+            async move {
+                let response = mock
+                    .post(&url)
+                    .form(&[
+                        ("To", format!("whatsapp:+1415{i:07}")),
+                        ("Body", "Hello".into()),
+                    ])
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "status {}",
+                    response.status()
+                );
+                Ok(())
+            }
+        },
+    )
+    .await;
     println!("{}", Run::header());
     println!("{}", run.row());
+    println!("{}", floor.row());
     println!("messages sent (rows): {sent}");
-    Ok(())
+    Ok(vec![
+        Figure::rate(
+            "sender",
+            format!("sends through the sender, {CONCURRENCY} pushes at once"),
+            run.per_second(),
+            floor.per_second(),
+        )
+        .unit("sends/s")
+        .floor_is("the Twilio mock alone, same concurrency"),
+    ])
 }

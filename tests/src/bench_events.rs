@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use shared::config::Env;
 use shared::http::auth::ApiKeys;
 
-use crate::bench::{Run, fresh_database, run_for, seconds};
+use crate::bench::{Figure, Run, fresh_database, run_for, seconds};
 
 const CONCURRENCY: usize = 8;
 const BATCH: usize = 100;
@@ -35,7 +35,7 @@ fn batch(prefix: &str, op: usize) -> Value {
     }).collect::<Vec<_>>()})
 }
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let duration = seconds(10);
     let db = fresh_database("ese_bench_events", CONCURRENCY as u32 + 2).await?;
     // The floor's rows need their people; the HTTP path creates its own (the same ones).
@@ -162,7 +162,17 @@ pub async fn run() -> anyhow::Result<()> {
         after - before
     );
     db.close().await;
-    latency().await
+    latency().await?;
+    Ok(vec![
+        Figure::rate(
+            "events",
+            format!("event intake over HTTP, batches of {BATCH}, {CONCURRENCY} connections"),
+            events_per_s(&http),
+            events_per_s(&floor),
+        )
+        .unit("events/s")
+        .floor_is("the same insert statement, no HTTP"),
+    ])
 }
 
 /// Events to a triggered campaign without delay, one every 50 ms, each for

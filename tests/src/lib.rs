@@ -17,6 +17,7 @@ pub mod engine;
 pub mod fake_gcs;
 pub mod fixtures;
 pub mod ingest;
+pub mod process;
 pub mod pubsub_emulator;
 pub mod twilio_mock;
 pub mod webdriver;

@@ -14,6 +14,7 @@ mod deploy;
 mod erasure;
 mod events;
 mod fanout;
+mod group_commit;
 mod ingest;
 mod journey;
 mod pubsub;

@@ -6,7 +6,6 @@
 //! has no end, or if the campaign does not complete.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +14,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use e2e::engine::{ACCOUNT_SID, CampaignSpec, WHATSAPP_FROM, campaign, twilio_config};
-use e2e::pubsub_emulator::{self, PROJECT, free_port, unique_name};
+use e2e::process::{FunctionProcess, function_binary};
+use e2e::pubsub_emulator::{self, PROJECT, unique_name};
 use e2e::twilio_mock::{Fault, FaultyTwilio};
 use shared::engine::fanout::{FanoutSettings, tick};
 use shared::engine::reconcile::{ReconcileSettings, reconcile};
@@ -26,73 +26,6 @@ use uuid::Uuid;
 const MESSAGES: i64 = 2_000;
 /// The longest the whole run may take before it counts as not settling.
 const SETTLE_LIMIT: Duration = Duration::from_secs(240);
-
-/// Builds the sender binary (a no-op when it is fresh) and says where it is.
-fn sender_binary() -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "sender", "--message-format=json"])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo builds the sender");
-    assert!(out.status.success(), "cargo build -p sender failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "sender" && m["executable"].is_string())
-        .map(|m| m["executable"].as_str().unwrap().to_owned())
-        .next_back()
-        .expect("cargo names the sender executable")
-}
-
-struct SenderProcess {
-    binary: String,
-    port: u16,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
-impl SenderProcess {
-    fn start(binary: &str, env: &[(String, String)]) -> Self {
-        let mut p = Self {
-            binary: binary.to_owned(),
-            port: free_port().unwrap(),
-            env: env.to_vec(),
-            child: None,
-        };
-        p.spawn();
-        p
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(&self.binary)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PORT", self.port.to_string())
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the sender starts");
-        self.child = Some(child);
-    }
-
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/pubsub/push", self.port)
-    }
-}
-
-impl Drop for SenderProcess {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
 
 /// What Cloud Run's load balancer is to the sender instances: each push goes
 /// to one of them in turn; one in twenty is also delivered to the other (a
@@ -144,7 +77,7 @@ async fn count(db: &PgPool, sql: &'static str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_messages_through_faults_kills_and_duplicates() {
-    let binary = sender_binary();
+    let binary = function_binary("sender");
     let db = e2e::bench::fresh_database(&format!("soak_{}", std::process::id()), 16)
         .await
         .expect("a fresh database");
@@ -199,12 +132,12 @@ async fn two_thousand_messages_through_faults_kills_and_duplicates() {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let mut senders = [
-        SenderProcess::start(&binary, &env),
-        SenderProcess::start(&binary, &env),
+        FunctionProcess::start(&binary, &env),
+        FunctionProcess::start(&binary, &env),
     ];
 
     let balancer = Balancer {
-        targets: Arc::new(senders.iter().map(SenderProcess::url).collect()),
+        targets: Arc::new(senders.iter().map(|s| s.url("/pubsub/push")).collect()),
         next: Arc::default(),
         duplicates: Arc::default(),
         http: reqwest::Client::new(),

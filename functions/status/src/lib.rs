@@ -2,6 +2,8 @@
 //!
 //! Verify the signature → store the raw callback → advance the message
 //! forward only → keep error codes → 21610 opts the recipient out.
+//! Callbacks that arrive together are written in one transaction (group
+//! commit); each is answered after the commit that holds it.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use axum::routing::post;
 use shared::config::{self, ConfigError, DatabaseConfig, Env, TwilioWebhookConfig};
 use shared::http::webhook::WEBHOOK_BODY_LIMIT;
 use shared::http::{ApiError, WebhookAuth};
+use shared::webhooks::group_commit::{GroupCommit, GroupCommitSettings};
 use shared::webhooks::{VerifiedWebhook, status};
 use sqlx::PgPool;
 
@@ -41,11 +44,24 @@ impl Config {
 pub struct AppState {
     pub db: PgPool,
     pub auth: Arc<WebhookAuth>,
+    /// Callbacks that arrive together are committed together.
+    pub group: GroupCommit,
 }
 
 impl AppState {
+    /// Starts the group commit's writer: call on the Tokio runtime.
     pub fn new(db: PgPool, config: &TwilioWebhookConfig) -> Self {
+        Self::with_group_commit(db, config, GroupCommitSettings::default())
+    }
+
+    /// As [`AppState::new`], with batches formed by `settings`.
+    pub fn with_group_commit(
+        db: PgPool,
+        config: &TwilioWebhookConfig,
+        settings: GroupCommitSettings,
+    ) -> Self {
         Self {
+            group: GroupCommit::spawn(db.clone(), settings),
             db,
             auth: Arc::new(WebhookAuth::from_config(config)),
         }
@@ -76,6 +92,6 @@ async fn receive(
     State(state): State<AppState>,
     webhook: VerifiedWebhook,
 ) -> Result<StatusCode, ApiError> {
-    status::record(&state.db, &webhook).await?;
+    status::record(&state.db, Some(&state.group), &webhook).await?;
     Ok(StatusCode::OK)
 }

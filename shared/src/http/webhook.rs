@@ -137,6 +137,7 @@ impl From<WebhookError> for ApiError {
             WebhookError::MissingField(field) => ApiError::bad_request(field, e.to_string()),
             WebhookError::InvalidField { field, .. } => ApiError::bad_request(field, e.to_string()),
             WebhookError::Database(db) => db.into(),
+            WebhookError::Unavailable(_) => ApiError::unavailable(e),
         }
     }
 }

@@ -76,6 +76,51 @@ pub struct CallbackOutcome {
     pub advanced: bool,
 }
 
+/// The `set` list that moves a message to a reported status, given the SQL
+/// expressions for the status, its rank, the `MessageSid`, the error code and
+/// message: what one callback ([`apply_status_callback`]) and a batch of them
+/// ([`apply_status_callbacks`]) both write.
+macro_rules! advance_message_set {
+    ($status:literal, $rank:literal, $sid:literal, $code:literal, $message:literal) => {
+        concat!(
+            "status = ",
+            $status,
+            ",
+             status_rank = ",
+            $rank,
+            ",
+             twilio_sid = coalesce(m.twilio_sid, ",
+            $sid,
+            "),
+             error_code = coalesce(",
+            $code,
+            ", m.error_code),
+             error_message = coalesce(",
+            $message,
+            ", m.error_message),
+             sent_at = case when ",
+            $status,
+            " in ('sent', 'partially_delivered', 'delivered', 'read')
+                       then coalesce(m.sent_at, now()) else m.sent_at end,
+             delivered_at = case when ",
+            $status,
+            " in ('delivered', 'read')
+                       then coalesce(m.delivered_at, now()) else m.delivered_at end,
+             read_at = case when ",
+            $status,
+            " = 'read' then coalesce(m.read_at, now()) else m.read_at end,
+             failed_at = case when ",
+            $status,
+            " in ('failed', 'undelivered', 'canceled')
+                       then coalesce(m.failed_at, now()) else m.failed_at end,
+             -- Twilio has it: a send whose outcome was unknown is settled.
+             reconcile_at = null,
+             outcome_unknown = false,
+             updated_at = now()"
+        )
+    };
+}
+
 /// Stores the raw event and advances the message in one statement (one
 /// round trip, one commit): the message is found by `mid`, else by
 /// `MessageSid`, and moves only if its rank is below the callback's threshold
@@ -101,23 +146,9 @@ pub async fn apply_status_callback(
              limit 1
              for update
          ), upd as (
-             update messages m set
-                 status = $10,
-                 status_rank = $11,
-                 twilio_sid = coalesce(m.twilio_sid, $4),
-                 error_code = coalesce($12, m.error_code),
-                 error_message = coalesce($13, m.error_message),
-                 sent_at = case when $10 in ('sent', 'partially_delivered', 'delivered', 'read')
-                           then coalesce(m.sent_at, now()) else m.sent_at end,
-                 delivered_at = case when $10 in ('delivered', 'read')
-                           then coalesce(m.delivered_at, now()) else m.delivered_at end,
-                 read_at = case when $10 = 'read' then coalesce(m.read_at, now()) else m.read_at end,
-                 failed_at = case when $10 in ('failed', 'undelivered', 'canceled')
-                           then coalesce(m.failed_at, now()) else m.failed_at end,
-                 -- Twilio has it: a send whose outcome was unknown is settled.
-                 reconcile_at = null,
-                 outcome_unknown = false,
-                 updated_at = now()
+             update messages m set ",
+        advance_message_set!("$10", "$11", "$4", "$12", "$13"),
+        "
              from target
              where m.id = target.id and $10::text is not null and m.status_rank < $14
              returning m.id
@@ -136,6 +167,125 @@ pub async fn apply_status_callback(
         .bind(below)
         .fetch_one(db)
         .await
+}
+
+/// One status callback of a batch, owned: its raw event (kind `status`) and
+/// what it applies.
+#[derive(Debug, Clone)]
+pub struct BatchedCallback {
+    pub dedupe_key: String,
+    pub idempotency_token: Option<String>,
+    pub request_uri: String,
+    pub content_type: String,
+    pub raw_body: String,
+    pub params: serde_json::Value,
+    /// What in the request did not parse but was read past.
+    pub parse_error: Option<String>,
+    pub message_id: Option<Uuid>,
+    pub message_sid: String,
+    pub status: Option<MessageStatus>,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+}
+
+/// Stores a batch of status callbacks and advances their messages in one
+/// statement: one multi-row insert of the raw events, one set-based
+/// forward-only update. The outcomes come back in the batch's order, each as
+/// [`apply_status_callback`] would have given it alone.
+///
+/// Callers put at most one callback per message in a batch (the group commit
+/// holds a second one back for the next batch), so that the result is the same
+/// as applying them one by one in arrival order. Should two still meet on one
+/// message, the first applies and the other is kept raw, not applied.
+/// Duplicates, within the batch or of stored events, write nothing, as alone.
+/// Rows are locked in id order, so concurrent batches cannot deadlock.
+#[tracing::instrument(skip_all, fields(callbacks = batch.len()))]
+pub async fn apply_status_callbacks(
+    db: impl PgExecutor<'_>,
+    batch: &[BatchedCallback],
+) -> Result<Vec<CallbackOutcome>, sqlx::Error> {
+    fn column<'a, T>(batch: &'a [BatchedCallback], f: impl Fn(&'a BatchedCallback) -> T) -> Vec<T> {
+        batch.iter().map(f).collect()
+    }
+    sqlx::query_as(concat!(
+        "with input as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::jsonb[], $8::text[], $9::uuid[], $10::text[],
+                                  $11::int2[], $12::int2[], $13::int4[], $14::text[])
+                 with ordinality as i(dedupe_key, idempotency_token, message_sid, request_uri,
+                                      content_type, raw_body, params, parse_error, message_id,
+                                      status, rank, below, error_code, error_message, ord)
+         ), ev as (
+             insert into webhook_events (kind, dedupe_key, idempotency_token, message_sid,
+                                         request_uri, content_type, raw_body, params, parse_error)
+             select 'status', dedupe_key, idempotency_token, message_sid, request_uri,
+                    content_type, raw_body, params, parse_error
+             from input order by ord
+             on conflict do nothing
+             returning id, dedupe_key
+         ), fresh as (
+             -- The one input row each stored event came from (a duplicate key
+             -- within the batch is stored once, for its first request).
+             select distinct on (ev.id) ev.id as event_id, i.*
+             from ev join input i on i.dedupe_key = ev.dedupe_key
+             order by ev.id, i.ord
+         ), target as (
+             select f.ord, t.id, t.phone_number
+             from fresh f cross join lateral (
+                 select m.id, m.phone_number from messages m
+                 where m.id = f.message_id or m.twilio_sid = f.message_sid
+                 order by (m.id = f.message_id) desc nulls last
+                 limit 1
+             ) t
+         ), chosen as (
+             select distinct on (t.id) t.id, f.*
+             from target t join fresh f using (ord)
+             where f.status is not null
+             order by t.id, f.ord
+         ), locked as (
+             select m.id from messages m where m.id in (select id from chosen)
+             order by m.id
+             for update
+         ), upd as (
+             update messages m set ",
+        advance_message_set!(
+            "c.status",
+            "c.rank",
+            "c.message_sid",
+            "c.error_code",
+            "c.error_message"
+        ),
+        "
+             from chosen c join locked l on l.id = c.id
+             where m.id = c.id and m.status_rank < c.below
+             returning m.id
+         )
+         select f.event_id, t.id as message_id, t.phone_number,
+                (c.ord is not null and exists (select 1 from upd u where u.id = c.id)) as advanced
+         from input i
+         left join fresh f on f.ord = i.ord
+         left join target t on t.ord = i.ord
+         left join chosen c on c.ord = i.ord
+         order by i.ord"
+    ))
+    .bind(column(batch, |c| c.dedupe_key.as_str()))
+    .bind(column(batch, |c| c.idempotency_token.as_deref()))
+    .bind(column(batch, |c| c.message_sid.as_str()))
+    .bind(column(batch, |c| c.request_uri.as_str()))
+    .bind(column(batch, |c| c.content_type.as_str()))
+    .bind(column(batch, |c| c.raw_body.as_str()))
+    .bind(column(batch, |c| &c.params))
+    .bind(column(batch, |c| c.parse_error.as_deref()))
+    .bind(column(batch, |c| c.message_id))
+    .bind(column(batch, |c| c.status.map(MessageStatus::as_str)))
+    .bind(column(batch, |c| c.status.map(MessageStatus::rank)))
+    .bind(column(batch, |c| {
+        c.status.map_or(i16::MIN, MessageStatus::advances_below)
+    }))
+    .bind(column(batch, |c| c.error_code))
+    .bind(column(batch, |c| c.error_message.as_deref()))
+    .fetch_all(db)
+    .await
 }
 
 // --- API queries ---

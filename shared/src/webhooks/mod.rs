@@ -2,6 +2,7 @@
 //! committed rows. Raw first: the request is stored exactly as received in the
 //! same transaction (or statement) as what it changes.
 
+pub mod group_commit;
 pub mod inbound;
 pub mod status;
 
@@ -101,4 +102,8 @@ pub enum WebhookError {
     InvalidField { field: &'static str, reason: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The request was not written and can be retried (the group commit's
+    /// writer is gone).
+    #[error("{0}")]
+    Unavailable(&'static str),
 }

@@ -3,9 +3,10 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::group_commit::GroupCommit;
 use super::{VerifiedWebhook, WebhookError};
 use crate::domain::{Consent, ConsentSource, MessageStatus, PhoneNumber};
-use crate::store::messages::{self, CallbackOutcome, CallbackUpdate};
+use crate::store::messages::{self, BatchedCallback, CallbackOutcome, CallbackUpdate};
 use crate::store::users::{self, ConsentChange};
 use crate::store::webhook_events::{self, NewWebhookEvent};
 use crate::twilio::errors::{Reaction, meaning};
@@ -81,8 +82,16 @@ pub struct StatusOutcome {
 /// Stores the raw callback and advances the message forward only. Error 21610
 /// (the recipient replied STOP on Twilio's side) also opts the user out, in the
 /// same transaction.
+///
+/// With a [`GroupCommit`], an ordinary callback is written in its next batch
+/// (and this returns once that batch has committed); an opt-out or an
+/// unreadable request is written on its own, as without one.
 #[tracing::instrument(skip_all, fields(message_sid))]
-pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, WebhookError> {
+pub async fn record(
+    db: &PgPool,
+    group: Option<&GroupCommit>,
+    w: &VerifiedWebhook,
+) -> Result<StatusOutcome, WebhookError> {
     let params = w.params_json();
     let (cb, notes) = match StatusCallback::from_webhook(w) {
         Ok(read) => read,
@@ -115,6 +124,17 @@ pub async fn record(db: &PgPool, w: &VerifiedWebhook) -> Result<StatusOutcome, W
     if cb.status.is_none() {
         tracing::warn!(status = cb.raw_status, "unknown message status kept raw");
     }
+    if let (Some(group), false) = (group, opts_out(&cb)) {
+        let callback = group
+            .submit(BatchedCallback::from_callback(w, &cb, params, &notes))
+            .await?;
+        log_outcome(&cb, &callback);
+        return Ok(StatusOutcome {
+            callback,
+            opted_out: false,
+            unreadable: None,
+        });
+    }
     let dedupe_key = cb.dedupe_key();
     let event = w.event("status", &dedupe_key, Some(&cb.message_sid), &params);
     let outcome = apply(db, &event, &cb).await?;
@@ -139,11 +159,7 @@ pub async fn apply(
         error_code: cb.error_code,
         error_message: cb.error_message.as_deref(),
     };
-    let opts_out = cb
-        .error_code
-        .and_then(meaning)
-        .is_some_and(|m| m.reaction == Reaction::OptOut);
-    if !opts_out {
+    if !opts_out(cb) {
         let callback = messages::apply_status_callback(db, event, &update).await?;
         log_outcome(cb, &callback);
         return Ok(StatusOutcome {
@@ -184,6 +200,14 @@ pub async fn apply(
         opted_out,
         unreadable: None,
     })
+}
+
+/// Whether the callback's error is the person's opt-out (21610), which
+/// changes their consent in the same transaction.
+fn opts_out(cb: &StatusCallback) -> bool {
+    cb.error_code
+        .and_then(meaning)
+        .is_some_and(|m| m.reaction == Reaction::OptOut)
 }
 
 fn log_outcome(cb: &StatusCallback, outcome: &CallbackOutcome) {
