@@ -113,7 +113,7 @@ async fn measured<F: Future<Output = anyhow::Result<Run>>>(
 }
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
-    const PREFIXES: [&str; 5] = ["SMfloor", "SMone16", "SMgroup16", "SMone1", "SMgroup1"];
+    const PREFIXES: [&str; 5] = ["SMfloor-", "SMone16-", "SMgroup16-", "SMone1-", "SMgroup1-"];
     let db = fresh_database("ese_bench_webhooks", 2 * CONCURRENCY as u32).await?;
     for prefix in PREFIXES {
         let campaign = fixtures::campaign(&db).await;
@@ -121,43 +121,56 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     }
     sqlx::query("vacuum analyze").execute(&db).await?;
 
+    // A commit per callback, as many at once as there are connections: the
+    // status function before group commit.
     let one_at_a_time = serve(
         &db,
         GroupCommitSettings {
             max_batch: 1,
-            ..GroupCommitSettings::default()
+            max_in_flight: CONCURRENCY,
         },
     )
     .await?;
-    let grouped = serve(&db, GroupCommitSettings::default()).await?;
+    let settings = GroupCommitSettings::from_env(&shared::config::Env::from_process())?;
+    let grouped = serve(&db, settings).await?;
 
     let mut runs = vec![];
-    runs.push(measured(&db, async { Ok(direct(&db, "SMfloor", CONCURRENCY).await) }).await?);
+    runs.push(
+        measured(&db, async {
+            Ok(direct(&db, "SMfloor-", CONCURRENCY).await)
+        })
+        .await?,
+    );
     runs.push(
         measured(
             &db,
-            over_http("HTTP, a commit each", one_at_a_time, "SMone16", CONCURRENCY),
+            over_http(
+                "HTTP, a commit each",
+                one_at_a_time,
+                "SMone16-",
+                CONCURRENCY,
+            ),
         )
         .await?,
     );
     runs.push(
         measured(
             &db,
-            over_http("HTTP, group commit", grouped, "SMgroup16", CONCURRENCY),
+            over_http("HTTP, group commit", grouped, "SMgroup16-", CONCURRENCY),
         )
         .await?,
     );
     runs.push(
         measured(
             &db,
-            over_http("HTTP, a commit each, 1 conn", one_at_a_time, "SMone1", 1),
+            over_http("HTTP, a commit each, 1 conn", one_at_a_time, "SMone1-", 1),
         )
         .await?,
     );
     runs.push(
         measured(
             &db,
-            over_http("HTTP, group commit, 1 conn", grouped, "SMgroup1", 1),
+            over_http("HTTP, group commit, 1 conn", grouped, "SMgroup1-", 1),
         )
         .await?,
     );
@@ -166,7 +179,6 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         sqlx::query_scalar("select count(*) from messages where status <> 'sending'")
             .fetch_one(&db)
             .await?;
-    let settings = GroupCommitSettings::default();
     println!(
         "webhooks: status callbacks, {} s each, PostgreSQL on loopback; group commit: up to {} callbacks a batch, {} batches in flight",
         seconds(10).as_secs(),

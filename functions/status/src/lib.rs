@@ -26,6 +26,7 @@ pub struct Config {
     pub port: u16,
     pub database: DatabaseConfig,
     pub twilio: TwilioWebhookConfig,
+    pub group_commit: GroupCommitSettings,
     pub gcp_project: Option<String>,
 }
 
@@ -35,6 +36,7 @@ impl Config {
             port: config::port(env)?,
             database: DatabaseConfig::from_env(env)?,
             twilio: TwilioWebhookConfig::from_env(env)?,
+            group_commit: GroupCommitSettings::from_env(env)?,
             gcp_project: config::gcp_project(env),
         })
     }
@@ -77,7 +79,11 @@ impl FromRef<AppState> for Arc<WebhookAuth> {
 /// The function as its binary serves it (without the health routes, which
 /// the server adds): what the local stack composes.
 pub fn app(config: &Config, db: PgPool) -> Router {
-    router(AppState::new(db, &config.twilio))
+    router(AppState::with_group_commit(
+        db,
+        &config.twilio,
+        config.group_commit,
+    ))
 }
 
 /// `POST /webhooks/status`.

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::WebhookError;
 use super::status::StatusCallback;
+use crate::config::{ConfigError, Env};
 use crate::store::messages::{self, BatchedCallback, CallbackOutcome, CallbackUpdate};
 use crate::store::webhook_events::{self, NewWebhookEvent};
 
@@ -29,6 +30,24 @@ pub struct GroupCommitSettings {
     pub max_batch: usize,
     /// How many batches may be in flight at once (each on a connection of its own).
     pub max_in_flight: usize,
+}
+
+impl GroupCommitSettings {
+    /// `STATUS_BATCH_MAX` and `STATUS_BATCHES_IN_FLIGHT`, each at least 1,
+    /// else the defaults.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let default = Self::default();
+        let at_least_one = |name: &str, default: usize| -> Result<usize, ConfigError> {
+            match env.or(name, default)? {
+                0 => Err(ConfigError::new(name, "must be at least 1")),
+                n => Ok(n),
+            }
+        };
+        Ok(Self {
+            max_batch: at_least_one("STATUS_BATCH_MAX", default.max_batch)?,
+            max_in_flight: at_least_one("STATUS_BATCHES_IN_FLIGHT", default.max_in_flight)?,
+        })
+    }
 }
 
 impl Default for GroupCommitSettings {
