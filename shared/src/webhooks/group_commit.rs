@@ -129,13 +129,13 @@ async fn write_batches(
         while let Some(job) = held.pop_front() {
             if batch.len() >= settings.max_batch {
                 still_held.push_back(job);
-            } else if let Err(job) = batch.try_add(job) {
+            } else if let Some(job) = batch.try_add(job) {
                 still_held.push_back(job);
             }
         }
         while batch.len() < settings.max_batch {
             let Ok(job) = jobs.try_recv() else { break };
-            if let Err(job) = batch.try_add(job) {
+            if let Some(job) = batch.try_add(job) {
                 still_held.push_back(job);
             }
         }
@@ -170,16 +170,16 @@ impl Batch {
         self.jobs.len()
     }
 
-    /// Adds the job unless the batch already holds a callback for its
+    /// Adds the job, or hands it back when the batch already holds a callback for its
     /// message: that one waits for the next batch, so that two reports for one
     /// message apply in the order they arrived, as they would one by one.
-    fn try_add(&mut self, job: Job) -> Result<(), Job> {
+    fn try_add(&mut self, job: Job) -> Option<Job> {
         let (id, sid) = job.keys();
         if id.is_some_and(|id| self.ids.contains(&id)) || self.sids.contains(sid) {
-            return Err(job);
+            return Some(job);
         }
         self.push(job);
-        Ok(())
+        None
     }
 
     fn push(&mut self, job: Job) {
