@@ -456,7 +456,12 @@ async fn an_import_interrupted_between_staging_and_merge_reruns_cleanly(db: PgPo
         "u.csv",
         "phone,first_name\n+14155552671,Ada\n+1555,Bad\n+14155552672,Bob\n",
     );
-    let importer = Importer::new(db.clone(), inbox.objects(), ImportSettings::default());
+    // Its new users are inserted as soon as they are staged.
+    let ahead = ImportSettings {
+        insert_ahead_bytes: 1,
+        ..ImportSettings::default()
+    };
+    let importer = Importer::new(db.clone(), inbox.objects(), ahead);
     let Claim::Run(claimed) = importer.claim(&object).await.unwrap() else {
         panic!("the first claim runs the import");
     };
@@ -468,9 +473,11 @@ async fn an_import_interrupted_between_staging_and_merge_reruns_cleanly(db: PgPo
         panic!("the file stages");
     };
     let id = staged.import().id;
+    assert_eq!(staged.created_ahead(), 2);
     assert_eq!(count(&db, "select count(*) from users").await, 0);
     assert_eq!(count(&db, "select count(*) from import_rejects").await, 1);
-    // The worker dies before the merge: its session, staging table and lock go with it.
+    // The worker dies before the merge: its session, transaction (with the
+    // users inserted ahead), staging table and lock go with it.
     drop(staged);
     assert_eq!(count(&db, "select count(*) from users").await, 0);
     let running = imports::get(&db, id).await.unwrap().unwrap();
@@ -737,4 +744,185 @@ async fn objects_stream_from_cloud_storage(db: PgPool) {
         bytes.concat(),
         br#"[{"phone": "+14155550001", "vip": true}]"#
     );
+}
+
+/// An object delivered one line per chunk, as a slow network might: each
+/// row reaches the importer on its own.
+struct LineByLine(Bytes);
+
+#[async_trait::async_trait]
+impl ObjectSource for LineByLine {
+    async fn open(&self, _: &str, _: &str, _: i64) -> Result<OpenedObject, ObjectError> {
+        let mut lines = vec![];
+        let mut start = 0;
+        for (i, b) in self.0.iter().enumerate() {
+            if *b == b'\n' {
+                lines.push(Ok(self.0.slice(start..=i)));
+                start = i + 1;
+            }
+        }
+        Ok(OpenedObject {
+            size: None,
+            content_type: None,
+            body: futures::stream::iter(lines).boxed(),
+        })
+    }
+}
+
+/// One scenario's outcome with its numbers' prefix taken out, to compare two runs.
+async fn outcome(db: &PgPool, prefix: &str) -> Vec<String> {
+    let like = format!("{prefix}%");
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select format('user %s %s %s %s %s', replace(phone_number, $2, 'P'), attributes, consent,
+                       coalesce(consent_source, '-'), consent_changed_at is not null)
+         from users where phone_number like $1
+         union all
+         select format('event %s %s>%s %s %s %s %s', replace(phone_number, $2, 'P'), from_consent, to_consent,
+                       source, refused, coalesce(topic, '-'), coalesce(detail, '-'))
+         from consent_events where phone_number like $1
+         union all
+         select format('topic %s %s %s %s', replace(phone_number, $2, 'P'), topic, subscribed, source)
+         from topic_subscriptions where phone_number like $1
+         order by 1",
+    )
+    .bind(&like)
+    .bind(prefix)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(r,)| r).collect()
+}
+
+/// The file of the pipelining scenario, its numbers starting with `prefix`:
+/// repeats, consent and topics before and after the rows that create a user.
+fn pipelining_file(prefix: &str) -> String {
+    let rows = [
+        "{p}01,Ada,Paris,,",
+        "{p}02,Bob,Rome,,",
+        "{p}03,Cy,,opted_in,",
+        "{p}04,Di,Oslo,,",
+        "{p}02,Bob,Lima,,",
+        "{p}05,E,,,",
+        "+1555,Bad,,,",
+        "{p}06,Fay,,opted_in,",
+        "{p}04,,,opted_out,",
+        "{p}07,Gus,,,unsubscribed",
+        "{p}01,Ada,Paris,,",
+        "{p}08,Hal,Kyiv,opted_in,",
+        "{p}08,Hal,Kyiv,opted_out,",
+        "{p}09,Ida,,,unsubscribed",
+        "{p}10,Jo,,,subscribed",
+        "{p}11,Kim,Baku,,",
+        "{p}07,Gus,Nice,,subscribed",
+    ];
+    let mut file = String::from("phone,first_name,city,consent,topic.news\n");
+    for row in rows {
+        file.push_str(&row.replace("{p}", prefix));
+        file.push('\n');
+    }
+    file
+}
+
+/// Existing users of the pipelining scenario: one with attributes, one who
+/// opted out themselves, one plain, one who left the news topic themselves.
+async fn seed_pipelining_users(db: &PgPool, prefix: &str) {
+    sqlx::query(
+        "insert into users (phone_number, attributes, consent, consent_source, consent_changed_at) values
+             ($1 || '05', '{\"first_name\": \"E\", \"vip\": true}', 'opted_in', 'import', now()),
+             ($1 || '06', '{}', 'opted_out', 'keyword', now()),
+             ($1 || '09', '{\"city\": \"Oran\"}', 'unknown', null, null),
+             ($1 || '10', '{}', 'unknown', null, null)",
+    )
+    .bind(prefix)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into topic_subscriptions (phone_number, topic, subscribed, source)
+         values ($1 || '10', 'news', false, 'keyword')",
+    )
+    .bind(prefix)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn users_inserted_while_the_file_is_read_end_as_one_merge_would_leave_them(db: PgPool) {
+    // The same scenario twice, on two sets of numbers: merged at the end only,
+    // and with the new users of every row inserted as soon as it is staged.
+    let mut results = vec![];
+    for (prefix, ahead) in [("+141555520", false), ("+141555530", true)] {
+        seed_pipelining_users(&db, prefix).await;
+        let source = LineByLine(Bytes::from(pipelining_file(prefix)));
+        let object = ObjectRef {
+            bucket: IMPORT_BUCKET.into(),
+            name: format!("pipelining-{ahead}.csv"),
+            generation: 1,
+            size: None,
+            content_type: None,
+        };
+        let settings = if ahead {
+            ImportSettings {
+                batch_bytes: 1,
+                insert_ahead_bytes: 1,
+                ..ImportSettings::default()
+            }
+        } else {
+            ImportSettings::default()
+        };
+        let importer = Importer::new(db.clone(), Arc::new(source), settings);
+        let Claim::Run(claimed) = importer.claim(&object).await.unwrap() else {
+            panic!("the import runs");
+        };
+        let Staging::Staged(staged) = claimed.stage().await.unwrap() else {
+            panic!("the file stages");
+        };
+        if ahead {
+            // Ada, Bob, Di and Kim, each as their first row is staged (the
+            // others bring consent or topics, or exist)...
+            assert_eq!(staged.created_ahead(), 4, "users created ahead");
+            // ...and invisible until the merge commits: only the four seeded.
+            let visible: i64 =
+                sqlx::query_scalar("select count(*) from users where phone_number like $1 || '%'")
+                    .bind(prefix)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            assert_eq!(visible, 4);
+        } else {
+            assert_eq!(staged.created_ahead(), 0);
+        }
+        let import = staged.merge().await.unwrap();
+        let counts = (
+            import.rows_read,
+            import.rejected,
+            import.inserted,
+            import.updated,
+            import.unchanged,
+            import.duplicates,
+            import.consent_kept,
+        );
+        results.push((counts, outcome(&db, prefix).await));
+    }
+    let (end_only, ahead) = (&results[0], &results[1]);
+    assert_eq!(ahead, end_only);
+    // And what one merge leaves is what the rules say.
+    assert_eq!(end_only.0, (17, 1, 7, 3, 1, 5, 2), "counts");
+    let lines = &end_only.1;
+    for expected in [
+        r#"user P01 {"city": "Paris", "first_name": "Ada"} unknown - f"#,
+        r#"user P02 {"city": "Lima", "first_name": "Bob"} unknown - f"#,
+        r#"user P04 {"city": "Oslo", "first_name": "Di"} opted_out import t"#,
+        r#"user P06 {"first_name": "Fay"} opted_out keyword t"#,
+        r#"user P07 {"city": "Nice", "first_name": "Gus"} unknown - f"#,
+        "event P04 unknown>opted_out import f - -",
+        // In, then out, in one file: one change.
+        "event P08 unknown>opted_out import f - -",
+        "event P06 opted_out>opted_in import t - refused: the person opted out (keyword); only they can opt back in",
+        "topic P09 news f import",
+        "topic P10 news f keyword",
+    ] {
+        assert!(lines.iter().any(|l| l == expected), "{expected:?} not in {lines:#?}");
+    }
 }

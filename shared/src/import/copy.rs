@@ -1,5 +1,5 @@
 //! Valid rows in PostgreSQL's `COPY … from stdin` text format, for the
-//! staging table `(line_number, phone_number, attributes, consent, topics)`.
+//! staging table `(position, phone_number, attributes, consent, topics)`.
 //!
 //! The attributes are written as JSON text straight into the COPY buffer
 //! (JSON escaping and COPY escaping fused), so no JSON value is built for a
@@ -10,11 +10,11 @@ use std::io::Write;
 use super::columns::{AttrValue, Row};
 
 /// The staging table's columns, in the order [`encode_row`] writes them.
-pub const COLUMNS: &str = "line_number, phone_number, attributes, consent, topics";
+pub const COLUMNS: &str = "position, phone_number, attributes, consent, topics";
 
-/// Appends one row as a COPY text line.
-pub fn encode_row(line: u64, row: &Row<'_>, buf: &mut Vec<u8>) {
-    let _ = write!(buf, "{line}\t");
+/// Appends one row, the `position`th of its file, as a COPY text line.
+pub fn encode_row(position: u64, row: &Row<'_>, buf: &mut Vec<u8>) {
+    let _ = write!(buf, "{position}\t");
     buf.extend_from_slice(row.phone.as_str().as_bytes());
     buf.extend_from_slice(b"\t{");
     for (i, (name, value)) in row.attributes.iter().enumerate() {

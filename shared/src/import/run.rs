@@ -1,12 +1,18 @@
 //! Running one import: claim → stage → merge.
 //!
 //! Crash safety: rows are `COPY`ed into a temporary staging table on the
-//! import's own database session, and merged into `users` in one transaction
-//! at the end, together with the import's completion. Until that commit
-//! nothing of the file is visible; if the worker dies at any point, its
-//! session ends, which drops the staging table and releases the import's
-//! advisory lock, and the redelivered event re-runs the import from the start.
-//! A finished import (completed or failed) is never run again.
+//! import's own database session, inside one transaction that ends with the
+//! merge into `users` and the import's completion. Until that commit nothing
+//! of the file is visible; if the worker dies at any point, its session ends,
+//! which rolls the transaction back, drops the staging table and releases the
+//! import's advisory lock, and the redelivered event re-runs the import from
+//! the start. A finished import (completed or failed) is never run again.
+//!
+//! Pipelining: the object is read, parsed and validated on a thread of its
+//! own while the COPY runs; every `insert_ahead_bytes` of COPY data the COPY
+//! pauses for the users those rows create to be inserted (in the same
+//! transaction) while the parser reads on, so that by the end of the file
+//! most of the merge's writes are done.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +35,12 @@ use crate::store::imports::{self, Import, MergeCounts, Progress};
 pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// COPY data is sent in batches of about this size.
 const BATCH_BYTES: usize = 512 * 1024;
+/// The users the staged rows create are inserted every this many bytes of COPY data.
+const INSERT_AHEAD_BYTES: usize = 16 * 1024 * 1024;
+/// Parsed batches wait for the COPY in a queue of at most this many bytes,
+/// about one `INSERT_AHEAD_BYTES` step: the parser reads on while the users
+/// of the previous step are inserted.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Rejects are written in batches of at most this many.
 const REJECT_BATCH: usize = 1000;
 /// An import started this many times without finishing is failed rather than
@@ -45,6 +57,11 @@ pub struct ImportSettings {
     pub max_bytes: u64,
     /// How often the `imports` row is updated while the file is read.
     pub progress_every: Duration,
+    /// COPY data is sent in batches of about this many bytes.
+    pub batch_bytes: usize,
+    /// Every this many bytes of COPY data, the users the staged rows create
+    /// are inserted ahead of the merge.
+    pub insert_ahead_bytes: usize,
 }
 
 impl Default for ImportSettings {
@@ -53,6 +70,8 @@ impl Default for ImportSettings {
             default_region: None,
             max_bytes: DEFAULT_MAX_BYTES,
             progress_every: PROGRESS_EVERY,
+            batch_bytes: BATCH_BYTES,
+            insert_ahead_bytes: INSERT_AHEAD_BYTES,
         }
     }
 }
@@ -185,11 +204,13 @@ pub enum Staging {
     Failed(Import),
 }
 
-/// Every row of the file is in the staging table; nothing is merged yet.
+/// Every row of the file is in the staging table, and the new users of all
+/// but its last rows are inserted, in a transaction not yet committed.
 pub struct Staged {
     conn: PgConnection,
     import: Import,
     progress: Progress,
+    created_ahead: u64,
     started: Instant,
 }
 
@@ -211,6 +232,7 @@ impl ClaimedImport {
                 conn: self.conn,
                 import: self.import,
                 progress: stream.progress,
+                created_ahead: stream.created_ahead,
                 started,
             }));
         }
@@ -233,6 +255,10 @@ impl ClaimedImport {
         if let Some(size) = object.size {
             check_size(size, settings.max_bytes)?;
         }
+        // The import's transaction: staging, the users inserted ahead and the
+        // merge commit together or not at all. It spans two calls (stage and
+        // merge) on a session that is closed, never reused, if it ends early.
+        sqlx::query("begin").execute(&mut self.conn).await?;
         imports::create_staging(&mut self.conn).await?;
         let opened = self
             .importer
@@ -251,9 +277,12 @@ impl ClaimedImport {
                 .or(opened.content_type.as_deref()),
         );
         let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(8);
-        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(4);
+        let batch_bytes = settings.batch_bytes.max(1);
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>((QUEUE_BYTES / batch_bytes).clamp(4, 64));
         let region = settings.default_region;
-        let parser = tokio::task::spawn_blocking(move || parse(chunk_rx, batch_tx, hint, region));
+        let parser = tokio::task::spawn_blocking(move || {
+            parse(chunk_rx, batch_tx, hint, region, batch_bytes)
+        });
 
         let pump = pump(opened.body, chunk_tx, settings.max_bytes);
         let copy = copy_batches(
@@ -262,7 +291,7 @@ impl ClaimedImport {
             self.import.id,
             batch_rx,
             stream,
-            settings.progress_every,
+            settings,
         );
         let (pumped, copied) = tokio::join!(pump, copy);
         let parsed = parser
@@ -294,15 +323,21 @@ impl Staged {
         &self.import
     }
 
+    /// How many new users were inserted while the file was read (visible
+    /// once the merge commits).
+    pub fn created_ahead(&self) -> u64 {
+        self.created_ahead
+    }
+
     /// Merges the staged rows and completes the import, in one transaction.
     #[tracing::instrument(skip_all, fields(import_id = %self.import.id))]
     pub async fn merge(mut self) -> Result<Import, ImportError> {
         let id = self.import.id;
-        let mut tx = self.conn.begin().await?;
-        let counts: MergeCounts = imports::merge_staged(&mut tx, id).await?;
-        let import = imports::complete(&mut *tx, id, self.progress, counts).await?;
-        imports::drop_staging(&mut tx).await?;
-        tx.commit().await?;
+        // In the transaction `stage` began.
+        let counts: MergeCounts = imports::merge_staged(&mut self.conn, id).await?;
+        let import = imports::complete(&mut self.conn, id, self.progress, counts).await?;
+        imports::drop_staging(&mut self.conn).await?;
+        sqlx::query("commit").execute(&mut self.conn).await?;
         let _ = self.conn.close().await;
         let seconds = self.started.elapsed().as_secs_f64();
         tracing::info!(
@@ -317,6 +352,7 @@ impl Staged {
             rejected = import.rejected,
             consent_changes = counts.consent_changes,
             consent_kept = counts.consent_kept,
+            created_ahead = self.created_ahead,
             seconds,
             rows_per_second = (import.rows_read as f64 / seconds.max(1e-9)).round(),
             "import completed"
@@ -362,6 +398,8 @@ fn check_size(size: u64, max: u64) -> Result<(), Stop> {
 struct StageStream {
     progress: Progress,
     rejects: Vec<Reject>,
+    /// New users inserted ahead of the merge.
+    created_ahead: u64,
 }
 
 /// The object's bytes on their way to the parser.
@@ -378,6 +416,8 @@ struct Batch {
     rows_read: u64,
     rejected: u64,
     bytes_read: u64,
+    /// The position of the batch's last row (or of an earlier batch's, if it has none).
+    last_row: u64,
 }
 
 /// Streams the object into the parser, enforcing the size limit.
@@ -404,41 +444,61 @@ struct Copied {
     bytes_read: u64,
 }
 
-/// Sends the parser's batches into `COPY` on the import's session, writes
-/// rejects and progress through the pool.
+/// Sends the parser's batches into `COPY` on the import's session, pausing
+/// every `insert_ahead_bytes` to insert the users the rows so far create;
+/// writes rejects and progress through the pool.
 async fn copy_batches(
     conn: &mut PgConnection,
     db: &PgPool,
     id: Uuid,
     mut batches: mpsc::Receiver<Batch>,
     stream: &mut StageStream,
-    progress_every: Duration,
+    settings: &ImportSettings,
 ) -> Result<Copied, Stop> {
     let statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
-    let mut copy = conn.copy_in_raw(&statement).await?;
     let mut last_progress = Instant::now();
     let mut bytes_read = 0;
-    while let Some(batch) = batches.recv().await {
-        if !batch.copy.is_empty()
-            && let Err(e) = copy.send(batch.copy).await
-        {
-            let _ = copy.abort("import stopped").await;
-            return Err(e.into());
+    // Rows up to position `inserted_upto` have had their new users inserted;
+    // `last_row` is the position of the last row sent.
+    let (mut inserted_upto, mut last_row) = (0u64, 0u64);
+    loop {
+        // One COPY, until the file ends or `insert_ahead_bytes` were sent.
+        let mut copy = conn.copy_in_raw(&statement).await?;
+        let (mut sent, mut file_ended) = (0usize, true);
+        while let Some(batch) = batches.recv().await {
+            sent += batch.copy.len();
+            last_row = last_row.max(batch.last_row);
+            if !batch.copy.is_empty()
+                && let Err(e) = copy.send(batch.copy).await
+            {
+                let _ = copy.abort("import stopped").await;
+                return Err(e.into());
+            }
+            stream.progress.rows_read += batch.rows_read;
+            stream.progress.rejected += batch.rejected;
+            bytes_read = batch.bytes_read;
+            stream.progress.bytes_read = bytes_read;
+            stream.rejects.extend(batch.rejects);
+            if stream.rejects.len() >= REJECT_BATCH
+                || last_progress.elapsed() >= settings.progress_every
+            {
+                imports::insert_rejects(db, id, &stream.rejects).await?;
+                stream.rejects.clear();
+                imports::record_progress(db, id, stream.progress).await?;
+                last_progress = Instant::now();
+            }
+            if sent >= settings.insert_ahead_bytes {
+                file_ended = false;
+                break;
+            }
         }
-        stream.progress.rows_read += batch.rows_read;
-        stream.progress.rejected += batch.rejected;
-        bytes_read = batch.bytes_read;
-        stream.progress.bytes_read = bytes_read;
-        stream.rejects.extend(batch.rejects);
-        if stream.rejects.len() >= REJECT_BATCH || last_progress.elapsed() >= progress_every {
-            imports::insert_rejects(db, id, &stream.rejects).await?;
-            stream.rejects.clear();
-            imports::record_progress(db, id, stream.progress).await?;
-            last_progress = Instant::now();
+        copy.finish().await?;
+        if file_ended {
+            return Ok(Copied { bytes_read });
         }
+        stream.created_ahead += imports::insert_new_users(conn, inserted_upto, last_row).await?;
+        inserted_upto = last_row;
     }
-    copy.finish().await?;
-    Ok(Copied { bytes_read })
 }
 
 #[derive(Debug)]
@@ -454,9 +514,13 @@ fn parse(
     batches: mpsc::Sender<Batch>,
     hint: FormatHint,
     region: Option<Region>,
+    batch_bytes: usize,
 ) -> Result<&'static str, ParseStop> {
     let mut reader = RowReader::new(hint, region);
-    let mut sink = BatchSink::default();
+    let mut sink = BatchSink {
+        batch_bytes,
+        ..BatchSink::default()
+    };
     loop {
         let chunk = match chunks.try_recv() {
             Ok(chunk) => chunk,
@@ -481,7 +545,7 @@ fn parse(
                     sink.flush(&batches)?;
                     return Err(ParseStop::File(e));
                 }
-                if sink.copy.len() >= BATCH_BYTES || sink.rejects.len() >= REJECT_BATCH {
+                if sink.copy.len() >= sink.batch_bytes || sink.rejects.len() >= REJECT_BATCH {
                     sink.flush(&batches)?;
                 }
             }
@@ -497,30 +561,40 @@ fn parse(
 
 #[derive(Default)]
 struct BatchSink {
+    batch_bytes: usize,
     copy: Vec<u8>,
     rejects: Vec<Reject>,
     rows_read: u64,
     rejected: u64,
     bytes_read: u64,
+    /// The position of the last row encoded: rows are numbered 1, 2, … in
+    /// file order (a line number would not do: a JSON array on one line
+    /// has all its elements on line 1).
+    last_row: u64,
 }
 
 impl BatchSink {
     fn flush(&mut self, batches: &mpsc::Sender<Batch>) -> Result<(), ParseStop> {
         let batch = Batch {
-            copy: std::mem::replace(&mut self.copy, Vec::with_capacity(BATCH_BYTES + 64 * 1024)),
+            copy: std::mem::replace(
+                &mut self.copy,
+                Vec::with_capacity(self.batch_bytes + 64 * 1024),
+            ),
             rejects: std::mem::take(&mut self.rejects),
             rows_read: std::mem::take(&mut self.rows_read),
             rejected: std::mem::take(&mut self.rejected),
             bytes_read: self.bytes_read,
+            last_row: self.last_row,
         };
         batches.blocking_send(batch).map_err(|_| ParseStop::Closed)
     }
 }
 
 impl RowSink for BatchSink {
-    fn row(&mut self, line: u64, row: Row<'_>) {
+    fn row(&mut self, _line: u64, row: Row<'_>) {
         self.rows_read += 1;
-        encode_row(line, &row, &mut self.copy);
+        self.last_row += 1;
+        encode_row(self.last_row, &row, &mut self.copy);
     }
 
     fn reject(&mut self, reject: Reject) {

@@ -273,15 +273,16 @@ pub async fn complete(
 /// runs the import and gone with it if the worker dies.
 pub const STAGING_TABLE: &str = "pg_temp.import_rows";
 
-/// Creates an empty staging table for this session.
+/// Creates an empty staging table for this session, and the list of the
+/// users [`insert_new_users`] has created so far.
 #[tracing::instrument(skip_all)]
 pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("drop table if exists pg_temp.import_rows")
-        .execute(&mut *conn)
-        .await?;
+    drop_staging(conn).await?;
     sqlx::query(
         "create temporary table import_rows (
-             line_number   bigint not null,
+             -- The row's place among the file's rows (1, 2, ...): what
+             -- later means when one number has several rows.
+             position      bigint not null,
              phone_number  text not null,
              attributes    jsonb not null,
              consent       text,
@@ -290,17 +291,62 @@ pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
     )
     .execute(&mut *conn)
     .await?;
+    // Unindexed: read whole, by hash join, in the merge.
+    sqlx::query(
+        "create temporary table import_new (
+             phone_number  text not null,
+             upto          bigint not null
+         )",
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("drop table if exists pg_temp.import_rows")
+    sqlx::query("drop table if exists pg_temp.import_rows, pg_temp.import_new")
         .execute(conn)
         .await?;
     Ok(())
 }
 
-/// Merges the staged rows into `users`; run inside the import's final transaction.
+/// Creates, ahead of the merge, the users that the staged rows at positions
+/// `after + 1 ..= upto` bring and that do not exist yet, with those rows'
+/// attributes (folded in file order) and no consent: the bulk of a large
+/// file's writes, done while the rest of the file is still being read. Run inside the import's
+/// transaction, so nothing of it is visible before the merge commits. A
+/// number whose lines in the range carry consent or topics is left to the
+/// merge, which gives the same result as if it had created them all.
+/// Returns how many users it created; each is listed in `pg_temp.import_new`
+/// with `upto`, for the merge to finish (later lines) or to skip.
+#[tracing::instrument(skip_all)]
+pub async fn insert_new_users(
+    conn: &mut PgConnection,
+    after: u64,
+    upto: u64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "with created as (
+             insert into users (phone_number, attributes)
+             select phone_number, jsonb_merge_agg(attributes order by position)
+             from pg_temp.import_rows
+             where position > $1 and position <= $2
+             group by phone_number
+             having bool_and(consent is null and topics is null)
+             on conflict (phone_number) do nothing
+             returning phone_number
+         )
+         insert into pg_temp.import_new (phone_number, upto)
+         select phone_number, $2 from created",
+    )
+    .bind(to_i64(after))
+    .bind(to_i64(upto))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Merges the staged rows into `users`; run inside the import's transaction.
 ///
 /// Rows of one phone number are folded in file order (later values win per
 /// attribute, the last consent given wins); existing users keep attributes the
@@ -308,6 +354,12 @@ pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// is not written. Every consent change gets its `consent_events` row. An
 /// opt-out the person made themselves is kept whatever the file says (the
 /// refused change is recorded, and counted as `consent_kept`).
+///
+/// A user [`insert_new_users`] created is merged again only if the file has
+/// rows for it past the ones it was created from; it counts as inserted
+/// either way. Folding its later lines over what was created gives what
+/// folding them all would have (`||` is associative, and a user it created has
+/// consent `unknown` from no source, as a new user has before the merge).
 #[tracing::instrument(skip_all)]
 pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCounts, sqlx::Error> {
     // Sorting a large file's rows by phone number needs memory; this only
@@ -328,11 +380,12 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
     .await?;
     let mut counts: MergeCounts = sqlx::query_as::<_, MergeCounts>("with merged as (
              select phone_number,
-                    jsonb_merge_agg(attributes order by line_number) as attributes,
-                    (array_agg(consent order by line_number desc) filter (where consent is not null))[1] as consent,
-                    count(*) as copies
-             from pg_temp.import_rows
-             group by phone_number
+                    jsonb_merge_agg(attributes order by position) as attributes,
+                    (array_agg(consent order by position desc) filter (where consent is not null))[1] as consent,
+                    n.upto is not null as created
+             from pg_temp.import_rows r left join pg_temp.import_new n using (phone_number)
+             group by phone_number, n.upto
+             having max(r.position) > coalesce(n.upto, 0)
          ),
          source as (
              select m.phone_number, m.attributes, u.consent as old_consent, u.consent_source as old_source,
@@ -367,7 +420,12 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
                                        else u.consent_source end
              where (u.attributes || excluded.attributes) <> u.attributes
                 or (excluded.consent_source is not null and excluded.consent <> u.consent)
-             returning (xmax = 0) as inserted
+             returning u.phone_number, (xmax = 0) as inserted
+         ),
+         -- Written now, not created ahead by insert_new_users.
+         written_now as (
+             select w.inserted from written w
+             where not exists (select 1 from merged m where m.phone_number = w.phone_number and m.created)
          ),
          changes as (
              insert into consent_events (phone_number, from_consent, to_consent, source, import_id, detail, refused)
@@ -381,10 +439,12 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
              where kept
              returning refused
          )
-         select (select count(*) from written where inserted) as inserted,
-                (select count(*) from written where not inserted) as updated,
-                (select count(*) from merged) - (select count(*) from written) as unchanged,
-                (select coalesce(sum(copies - 1), 0)::bigint from merged) as duplicates,
+         select (select count(*) from pg_temp.import_new) + (select count(*) from written_now where inserted) as inserted,
+                (select count(*) from written_now where not inserted) as updated,
+                (select count(*) from merged where not created) - (select count(*) from written_now) as unchanged,
+                -- Lines past the first of each number.
+                (select count(*) from pg_temp.import_rows) - (select count(*) from pg_temp.import_new)
+                    - (select count(*) from merged where not created) as duplicates,
                 (select count(*) from changes where not refused) as consent_changes,
                 (select count(*) from changes where refused) as consent_kept").bind(id).bind(ConsentSource::the_persons())
     .fetch_one(&mut *conn)
@@ -400,7 +460,7 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
 async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("with asked as (
              select r.phone_number, t.key as topic,
-                    (array_agg(t.value::boolean order by r.line_number desc))[1] as subscribed
+                    (array_agg(t.value::boolean order by r.position desc))[1] as subscribed
              from pg_temp.import_rows r, jsonb_each_text(r.topics) t
              where r.topics is not null
              group by 1, 2
