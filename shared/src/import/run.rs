@@ -9,10 +9,11 @@
 //! the start. A finished import (completed or failed) is never run again.
 //!
 //! Pipelining: the object is read, parsed and validated on a thread of its
-//! own while the COPY runs; every `insert_ahead_bytes` of COPY data the COPY
-//! pauses for the users those rows create to be inserted (in the same
-//! transaction) while the parser reads on, so that by the end of the file
-//! most of the merge's writes are done.
+//! own while the COPY runs; every `insert_ahead_bytes` of COPY data (and at
+//! the end) the COPY pauses for the users those rows create to be inserted,
+//! in the same transaction, while the parser reads on. The merge then has
+//! only the other rows left: existing users', and those with consent or
+//! topics (`store::imports::insert_new_users`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,8 +205,8 @@ pub enum Staging {
     Failed(Import),
 }
 
-/// Every row of the file is in the staging table, and the new users of all
-/// but its last rows are inserted, in a transaction not yet committed.
+/// Every row of the file is staged and the new users it brings are inserted,
+/// in a transaction not yet committed; the rest waits for the merge.
 pub struct Staged {
     conn: PgConnection,
     import: Import,
@@ -334,7 +335,8 @@ impl Staged {
     pub async fn merge(mut self) -> Result<Import, ImportError> {
         let id = self.import.id;
         // In the transaction `stage` began.
-        let counts: MergeCounts = imports::merge_staged(&mut self.conn, id).await?;
+        let staged_rows = self.progress.rows_read - self.progress.rejected;
+        let counts: MergeCounts = imports::merge_staged(&mut self.conn, id, staged_rows).await?;
         let import = imports::complete(&mut self.conn, id, self.progress, counts).await?;
         imports::drop_staging(&mut self.conn).await?;
         sqlx::query("commit").execute(&mut self.conn).await?;
@@ -416,8 +418,6 @@ struct Batch {
     rows_read: u64,
     rejected: u64,
     bytes_read: u64,
-    /// The position of the batch's last row (or of an earlier batch's, if it has none).
-    last_row: u64,
 }
 
 /// Streams the object into the parser, enforcing the size limit.
@@ -458,16 +458,12 @@ async fn copy_batches(
     let statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
     let mut last_progress = Instant::now();
     let mut bytes_read = 0;
-    // Rows up to position `inserted_upto` have had their new users inserted;
-    // `last_row` is the position of the last row sent.
-    let (mut inserted_upto, mut last_row) = (0u64, 0u64);
     loop {
         // One COPY, until the file ends or `insert_ahead_bytes` were sent.
         let mut copy = conn.copy_in_raw(&statement).await?;
         let (mut sent, mut file_ended) = (0usize, true);
         while let Some(batch) = batches.recv().await {
             sent += batch.copy.len();
-            last_row = last_row.max(batch.last_row);
             if !batch.copy.is_empty()
                 && let Err(e) = copy.send(batch.copy).await
             {
@@ -493,11 +489,10 @@ async fn copy_batches(
             }
         }
         copy.finish().await?;
+        stream.created_ahead += imports::insert_new_users(conn).await?;
         if file_ended {
             return Ok(Copied { bytes_read });
         }
-        stream.created_ahead += imports::insert_new_users(conn, inserted_upto, last_row).await?;
-        inserted_upto = last_row;
     }
 }
 
@@ -570,7 +565,7 @@ struct BatchSink {
     /// The position of the last row encoded: rows are numbered 1, 2, … in
     /// file order (a line number would not do: a JSON array on one line
     /// has all its elements on line 1).
-    last_row: u64,
+    position: u64,
 }
 
 impl BatchSink {
@@ -584,7 +579,6 @@ impl BatchSink {
             rows_read: std::mem::take(&mut self.rows_read),
             rejected: std::mem::take(&mut self.rejected),
             bytes_read: self.bytes_read,
-            last_row: self.last_row,
         };
         batches.blocking_send(batch).map_err(|_| ParseStop::Closed)
     }
@@ -593,8 +587,8 @@ impl BatchSink {
 impl RowSink for BatchSink {
     fn row(&mut self, _line: u64, row: Row<'_>) {
         self.rows_read += 1;
-        self.last_row += 1;
-        encode_row(self.last_row, &row, &mut self.copy);
+        self.position += 1;
+        encode_row(self.position, &row, &mut self.copy);
     }
 
     fn reject(&mut self, reject: Reject) {

@@ -270,11 +270,13 @@ pub async fn complete(
 }
 
 /// The staging table's name: a temporary table, private to the session that
-/// runs the import and gone with it if the worker dies.
+/// runs the import and gone with it if the worker dies. It holds the rows
+/// COPYed since the last [`insert_new_users`].
 pub const STAGING_TABLE: &str = "pg_temp.import_rows";
 
-/// Creates an empty staging table for this session, and the list of the
-/// users [`insert_new_users`] has created so far.
+/// Creates this session's empty staging tables: `import_rows` (what the COPY
+/// fills), `import_rest` (the rows left for the merge) and `import_new` (the
+/// users [`insert_new_users`] created).
 #[tracing::instrument(skip_all)]
 pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     drop_staging(conn).await?;
@@ -291,59 +293,62 @@ pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
     )
     .execute(&mut *conn)
     .await?;
-    // Unindexed: read whole, by hash join, in the merge.
-    sqlx::query(
-        "create temporary table import_new (
-             phone_number  text not null,
-             upto          bigint not null
-         )",
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("drop table if exists pg_temp.import_rows, pg_temp.import_new")
-        .execute(conn)
+    sqlx::query("create temporary table import_rest (like pg_temp.import_rows)")
+        .execute(&mut *conn)
+        .await?;
+    // Unindexed: the merge reads it whole, by hash join.
+    sqlx::query("create temporary table import_new (phone_number text not null)")
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
-/// Creates, ahead of the merge, the users that the staged rows at positions
-/// `after + 1 ..= upto` bring and that do not exist yet, with those rows'
-/// attributes (folded in file order) and no consent: the bulk of a large
-/// file's writes, done while the rest of the file is still being read. Run inside the import's
-/// transaction, so nothing of it is visible before the merge commits. A
-/// number whose lines in the range carry consent or topics is left to the
-/// merge, which gives the same result as if it had created them all.
-/// Returns how many users it created; each is listed in `pg_temp.import_new`
-/// with `upto`, for the merge to finish (later lines) or to skip.
+pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "drop table if exists pg_temp.import_rows, pg_temp.import_rest, pg_temp.import_new",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the rows staged since the last call out of `import_rows`: the users
+/// they bring that do not exist yet are created (with those rows' attributes,
+/// folded in file order, and no consent) and listed in `import_new`; every
+/// other row (an existing user's, a number whose rows carry consent or
+/// topics) moves to `import_rest` for [`merge_staged`]. Run every few MiB of
+/// the COPY and once at its end, inside the import's transaction: the bulk of
+/// a large file's writes, done while the rest of it is still being read, and
+/// none of it visible before the merge commits. Returns how many users it
+/// created.
 #[tracing::instrument(skip_all)]
-pub async fn insert_new_users(
-    conn: &mut PgConnection,
-    after: u64,
-    upto: u64,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn insert_new_users(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
+    let created: i64 = sqlx::query_scalar(
         "with created as (
              insert into users (phone_number, attributes)
              select phone_number, jsonb_merge_agg(attributes order by position)
              from pg_temp.import_rows
-             where position > $1 and position <= $2
              group by phone_number
              having bool_and(consent is null and topics is null)
              on conflict (phone_number) do nothing
              returning phone_number
+         ),
+         listed as (
+             insert into pg_temp.import_new (phone_number) select phone_number from created
+         ),
+         rest as (
+             insert into pg_temp.import_rest
+             select r.* from pg_temp.import_rows r
+             where not exists (select 1 from created c where c.phone_number = r.phone_number)
          )
-         insert into pg_temp.import_new (phone_number, upto)
-         select phone_number, $2 from created",
+         select count(*) from created",
     )
-    .bind(to_i64(after))
-    .bind(to_i64(upto))
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    sqlx::query("truncate pg_temp.import_rows")
+        .execute(conn)
+        .await?;
+    Ok(u64::try_from(created).unwrap_or(0))
 }
 
 /// Merges the staged rows into `users`; run inside the import's transaction.
@@ -355,13 +360,24 @@ pub async fn insert_new_users(
 /// opt-out the person made themselves is kept whatever the file says (the
 /// refused change is recorded, and counted as `consent_kept`).
 ///
-/// A user [`insert_new_users`] created is merged again only if the file has
-/// rows for it past the ones it was created from; it counts as inserted
-/// either way. Folding its later lines over what was created gives what
-/// folding them all would have (`||` is associative, and a user it created has
-/// consent `unknown` from no source, as a new user has before the merge).
+/// It reads `import_rest`: the users [`insert_new_users`] created are done,
+/// but for rows that name them again later in the file (those are in
+/// `import_rest`, and a user named there counts as inserted, not updated).
+/// Folding those later rows over what was created gives what folding them
+/// all would have: `||` is associative, and a user created ahead has consent
+/// `unknown` from no source, as a new user has before the merge. `rows` is
+/// how many rows were staged.
 #[tracing::instrument(skip_all)]
-pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCounts, sqlx::Error> {
+pub async fn merge_staged(
+    conn: &mut PgConnection,
+    id: Uuid,
+    rows: u64,
+) -> Result<MergeCounts, sqlx::Error> {
+    // Temporary tables are never analyzed by autovacuum: without this the
+    // planner would not know that import_rest is small and import_new large.
+    sqlx::query("analyze pg_temp.import_rest, pg_temp.import_new")
+        .execute(&mut *conn)
+        .await?;
     // Sorting a large file's rows by phone number needs memory; this only
     // lasts as long as the merge's transaction.
     sqlx::query("set local work_mem = '256MB'")
@@ -372,20 +388,22 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
     // slip in between); the topic merge runs in the same transaction.
     sqlx::query(
         "select 1 from users u
-         where u.phone_number in (select phone_number from pg_temp.import_rows
+         where u.phone_number in (select phone_number from pg_temp.import_rest
                                   where consent is not null or topics is not null)
          for update",
     )
     .execute(&mut *conn)
     .await?;
-    let mut counts: MergeCounts = sqlx::query_as::<_, MergeCounts>("with merged as (
+    let mut counts: MergeCounts = sqlx::query_as::<_, MergeCounts>("with folded as (
              select phone_number,
                     jsonb_merge_agg(attributes order by position) as attributes,
-                    (array_agg(consent order by position desc) filter (where consent is not null))[1] as consent,
-                    n.upto is not null as created
-             from pg_temp.import_rows r left join pg_temp.import_new n using (phone_number)
-             group by phone_number, n.upto
-             having max(r.position) > coalesce(n.upto, 0)
+                    (array_agg(consent order by position desc) filter (where consent is not null))[1] as consent
+             from pg_temp.import_rest
+             group by phone_number
+         ),
+         merged as (
+             select f.*, n.phone_number is not null as created
+             from folded f left join pg_temp.import_new n using (phone_number)
          ),
          source as (
              select m.phone_number, m.attributes, u.consent as old_consent, u.consent_source as old_source,
@@ -443,10 +461,10 @@ pub async fn merge_staged(conn: &mut PgConnection, id: Uuid) -> Result<MergeCoun
                 (select count(*) from written_now where not inserted) as updated,
                 (select count(*) from merged where not created) - (select count(*) from written_now) as unchanged,
                 -- Lines past the first of each number.
-                (select count(*) from pg_temp.import_rows) - (select count(*) from pg_temp.import_new)
+                $3 - (select count(*) from pg_temp.import_new)
                     - (select count(*) from merged where not created) as duplicates,
                 (select count(*) from changes where not refused) as consent_changes,
-                (select count(*) from changes where refused) as consent_kept").bind(id).bind(ConsentSource::the_persons())
+                (select count(*) from changes where refused) as consent_kept").bind(id).bind(ConsentSource::the_persons()).bind(to_i64(rows))
     .fetch_one(&mut *conn)
     .await?;
     counts.consent_kept += merge_staged_topics(conn, id).await?;
@@ -461,7 +479,7 @@ async fn merge_staged_topics(conn: &mut PgConnection, id: Uuid) -> Result<i64, s
     sqlx::query_scalar("with asked as (
              select r.phone_number, t.key as topic,
                     (array_agg(t.value::boolean order by r.position desc))[1] as subscribed
-             from pg_temp.import_rows r, jsonb_each_text(r.topics) t
+             from pg_temp.import_rest r, jsonb_each_text(r.topics) t
              where r.topics is not null
              group by 1, 2
          ), decided as (
