@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -28,6 +29,8 @@ pub struct FanoutSettings {
     pub stale_after: Duration,
     /// Tasks per publish call.
     pub publish_chunk: usize,
+    /// Publish calls awaiting the server's acks at once.
+    pub publish_in_flight: usize,
 }
 
 impl Default for FanoutSettings {
@@ -38,6 +41,7 @@ impl Default for FanoutSettings {
             round: Duration::from_secs(1),
             stale_after: Duration::from_secs(15 * 60),
             publish_chunk: 1_000,
+            publish_in_flight: 8,
         }
     }
 }
@@ -87,8 +91,7 @@ pub async fn tick<P: TaskPublisher>(
     }
     let stale = dispatch::stale_queued(db, settings.stale_after.as_secs() as i64, 10_000).await?;
     report.republished = stale.len();
-    report.publish_failures +=
-        publish(db, publisher, &stale, settings.publish_chunk, false).await?;
+    report.publish_failures += publish(db, publisher, &stale, settings, false).await?;
     report.cancelled = dispatch::sweep_cancelled(db).await?;
     report.stuck_sending =
         dispatch::stuck_sending(db, settings.stale_after.as_secs() as i64).await?;
@@ -111,7 +114,7 @@ pub async fn tick<P: TaskPublisher>(
             more_due |= taken.budget_exhausted;
             report.dispatched += taken.ids.len();
             report.publish_failures +=
-                publish(db, publisher, &taken.ids, settings.publish_chunk, true).await?;
+                publish(db, publisher, &taken.ids, settings, true).await?;
         }
         // Stop when every campaign's due messages fit its budget, or at the end of the tick.
         if !more_due || round_start + settings.round > deadline {
@@ -157,22 +160,28 @@ async fn materialize(
     Ok(total)
 }
 
-/// Publishes tasks chunk by chunk; a chunk that fails is released back to
-/// `pending` (when `release`) for the next tick. Returns the tasks not published.
+/// Publishes tasks in chunks, `publish_in_flight` chunks awaiting their acks
+/// at once (one chunk's round trip to Pub/Sub no longer waits for the one
+/// before); a chunk that fails is released back to `pending` (when
+/// `release`) for the next tick. Returns the tasks not published.
 async fn publish<P: TaskPublisher>(
     db: &PgPool,
     publisher: &P,
     ids: &[Uuid],
-    chunk: usize,
+    settings: &FanoutSettings,
     release: bool,
 ) -> Result<usize, sqlx::Error> {
+    let calls: Vec<_> = ids
+        .chunks(settings.publish_chunk.max(1))
+        .map(|part| publish_chunk(publisher, part))
+        .collect();
+    let results: Vec<_> = futures::stream::iter(calls)
+        .buffer_unordered(settings.publish_in_flight.max(1))
+        .collect()
+        .await;
     let mut failed = 0;
-    for part in ids.chunks(chunk.max(1)) {
-        let tasks: Vec<SendTask> = part
-            .iter()
-            .map(|&message_id| SendTask { message_id })
-            .collect();
-        if let Err(e) = publisher.publish(&tasks).await {
+    for (part, result) in results {
+        if let Err(e) = result {
             tracing::error!(error = %e, tasks = part.len(), "publishing send tasks failed");
             failed += part.len();
             if release {
@@ -181,4 +190,15 @@ async fn publish<P: TaskPublisher>(
         }
     }
     Ok(failed)
+}
+
+async fn publish_chunk<'a, P: TaskPublisher>(
+    publisher: &P,
+    part: &'a [Uuid],
+) -> (&'a [Uuid], Result<(), crate::gcp::PublishError>) {
+    let tasks: Vec<SendTask> = part
+        .iter()
+        .map(|&message_id| SendTask { message_id })
+        .collect();
+    (part, publisher.publish(&tasks).await)
 }
