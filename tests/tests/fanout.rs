@@ -306,3 +306,34 @@ async fn the_tick_route_reports_what_it_did(db: PgPool) {
     assert_eq!(report["started"], 1);
     assert_eq!(report["dispatched"], 3);
 }
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn a_large_budget_is_taken_and_published_in_parts(db: PgPool) {
+    // 30 opted-in recipients of 40, a budget for all of them, parts of 7.
+    users(&db, 40).await;
+    let spec = CampaignSpec {
+        rate_per_second: 1000,
+        ..CampaignSpec::default()
+    };
+    campaign(&db, &spec).await;
+    let settings = FanoutSettings {
+        dispatch_chunk: 7,
+        publish_chunk: 3,
+        ..one_round()
+    };
+    let publisher = RecordingPublisher::default();
+    let report = tick(&db, &publisher, &settings).await.unwrap();
+    assert_eq!(report.dispatched, 30, "{report:?}");
+    let mut sent = published(&publisher);
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 30, "every part published once");
+    assert_eq!(
+        count(&db, "select count(*) from messages where status = 'queued'").await,
+        30
+    );
+    assert_eq!(
+        count(&db, "select count(*) from decisions where decision = 'queued'").await,
+        30
+    );
+}

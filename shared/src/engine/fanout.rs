@@ -31,6 +31,9 @@ pub struct FanoutSettings {
     pub publish_chunk: usize,
     /// Publish calls awaiting the server's acks at once.
     pub publish_in_flight: usize,
+    /// Messages queued per statement: a large budget is taken in parts, each
+    /// published while the next is taken.
+    pub dispatch_chunk: i64,
 }
 
 impl Default for FanoutSettings {
@@ -42,6 +45,7 @@ impl Default for FanoutSettings {
             stale_after: Duration::from_secs(15 * 60),
             publish_chunk: 1_000,
             publish_in_flight: 8,
+            dispatch_chunk: 20_000,
         }
     }
 }
@@ -108,13 +112,33 @@ pub async fn tick<P: TaskPublisher>(
         let round_start = Instant::now();
         let mut more_due = false;
         for campaign in campaigns::running_campaigns(db).await? {
-            let mut tx = db.begin().await?;
-            let taken = dispatch::take_due(&mut tx, campaign, window_ms).await?;
-            tx.commit().await?;
-            more_due |= taken.budget_exhausted;
-            report.dispatched += taken.ids.len();
+            // The window's budget in parts of `dispatch_chunk`: each part is
+            // published while the next one is taken.
+            let mut taken_before: Vec<Uuid> = vec![];
+            loop {
+                let take = async {
+                    let mut tx = db.begin().await?;
+                    let taken =
+                        dispatch::take_due(&mut tx, campaign, window_ms, settings.dispatch_chunk)
+                            .await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(taken)
+                };
+                let (taken, failed) =
+                    tokio::join!(take, publish(db, publisher, &taken_before, settings, true));
+                report.publish_failures += failed?;
+                let taken = taken?;
+                more_due |= taken.budget_exhausted;
+                report.dispatched += taken.ids.len();
+                let part_was_full =
+                    !taken.budget_exhausted && taken.ids.len() as i64 >= settings.dispatch_chunk;
+                taken_before = taken.ids;
+                if !part_was_full {
+                    break;
+                }
+            }
             report.publish_failures +=
-                publish(db, publisher, &taken.ids, settings, true).await?;
+                publish(db, publisher, &taken_before, settings, true).await?;
         }
         // Stop when every campaign's due messages fit its budget, or at the end of the tick.
         if !more_due || round_start + settings.round > deadline {

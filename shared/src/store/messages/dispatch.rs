@@ -45,8 +45,9 @@ pub struct Taken {
     pub budget_exhausted: bool,
 }
 
-/// Takes up to one window's worth of the campaign's due `pending` messages,
-/// marks them `queued` with a `queued` decision, and returns their ids. The
+/// Takes up to one window's worth (and at most `limit`) of the campaign's due
+/// `pending` messages, marks them `queued` with a `queued` decision, and
+/// returns their ids. The
 /// campaign row is locked while its budget is counted, so ticks running at
 /// once share one budget. A window counts as over after nine tenths of its
 /// length, so rounds paced one window apart always find a fresh budget.
@@ -55,6 +56,7 @@ pub async fn take_due(
     db: &mut PgConnection,
     campaign: Uuid,
     window_ms: i64,
+    limit: i64,
 ) -> Result<Taken, sqlx::Error> {
     let budget: Option<i64> = sqlx::query_scalar!(
         r#"update campaigns set
@@ -98,7 +100,7 @@ pub async fn take_due(
          )
          select id as "id!" from upd"#,
         campaign,
-        budget,
+        budget.min(limit.max(1)),
         MessageStatus::Queued.rank()
     )
     .fetch_all(&mut *db)
