@@ -333,7 +333,11 @@ async fn a_large_budget_is_taken_and_published_in_parts(db: PgPool) {
         30
     );
     assert_eq!(
-        count(&db, "select count(*) from decisions where decision = 'queued'").await,
+        count(
+            &db,
+            "select count(*) from decisions where decision = 'queued'"
+        )
+        .await,
         30
     );
 }
