@@ -849,27 +849,42 @@ async fn seed_pipelining_users(db: &PgPool, prefix: &str) {
 
 #[sqlx::test(migrator = "MIGRATOR")]
 async fn users_inserted_while_the_file_is_read_end_as_one_merge_would_leave_them(db: PgPool) {
-    // The same scenario twice, on two sets of numbers: new users inserted
-    // once the whole file is staged, and as soon as each row is.
+    // The same scenario three times, on three sets of numbers: new users
+    // inserted once the whole file is staged; as soon as each row is; and so
+    // until most rows turn out to name existing users, the rest then staged
+    // for the merge alone.
+    let each_row = ImportSettings {
+        batch_bytes: 1,
+        insert_ahead_bytes: 1,
+        ..ImportSettings::default()
+    };
+    let runs = [
+        // One step at the end: Ada, Bob and Kim (Di's rows carry consent).
+        ("+141555520", ImportSettings::default(), 3),
+        // Ada, Bob, Di and Kim, each as their first row is staged (the
+        // others bring consent or topics, or exist).
+        ("+141555530", each_row.clone(), 4),
+        // Ada, Bob and Di; by Fay's row (the eighth) four rows were set aside
+        // against three created, and Kim is left to the merge.
+        (
+            "+141555540",
+            ImportSettings {
+                ahead_sample_rows: 3,
+                ..each_row
+            },
+            3,
+        ),
+    ];
     let mut results = vec![];
-    for (prefix, ahead) in [("+141555520", false), ("+141555530", true)] {
+    for (prefix, settings, created_ahead) in runs {
         seed_pipelining_users(&db, prefix).await;
         let source = LineByLine(Bytes::from(pipelining_file(prefix)));
         let object = ObjectRef {
             bucket: IMPORT_BUCKET.into(),
-            name: format!("pipelining-{ahead}.csv"),
+            name: format!("pipelining-{prefix}.csv"),
             generation: 1,
             size: None,
             content_type: None,
-        };
-        let settings = if ahead {
-            ImportSettings {
-                batch_bytes: 1,
-                insert_ahead_bytes: 1,
-                ..ImportSettings::default()
-            }
-        } else {
-            ImportSettings::default()
         };
         let importer = Importer::new(db.clone(), Arc::new(source), settings);
         let Claim::Run(claimed) = importer.claim(&object).await.unwrap() else {
@@ -878,26 +893,19 @@ async fn users_inserted_while_the_file_is_read_end_as_one_merge_would_leave_them
         let Staging::Staged(staged) = claimed.stage().await.unwrap() else {
             panic!("the file stages");
         };
-        if ahead {
-            // Ada, Bob, Di and Kim, each as their first row is staged (the
-            // others bring consent or topics, or exist)...
-            assert_eq!(staged.created_ahead(), 4, "users created ahead");
-            // ...and invisible until the merge commits: only the four seeded.
-            let visible: i64 =
-                sqlx::query_scalar("select count(*) from users where phone_number like $1 || '%'")
-                    .bind(prefix)
-                    .fetch_one(&db)
-                    .await
-                    .unwrap();
-            assert_eq!(visible, 4);
-        } else {
-            // One step at the end: Ada, Bob and Kim (Di's rows carry consent).
-            assert_eq!(
-                staged.created_ahead(),
-                3,
-                "users created at the end of the COPY"
-            );
-        }
+        assert_eq!(
+            staged.created_ahead(),
+            created_ahead,
+            "{prefix}: users created ahead"
+        );
+        // Invisible until the merge commits: only the four seeded.
+        let visible: i64 =
+            sqlx::query_scalar("select count(*) from users where phone_number like $1 || '%'")
+                .bind(prefix)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert_eq!(visible, 4);
         let import = staged.merge().await.unwrap();
         let counts = (
             import.rows_read,
@@ -910,6 +918,7 @@ async fn users_inserted_while_the_file_is_read_end_as_one_merge_would_leave_them
         );
         results.push((counts, outcome(&db, prefix).await));
     }
+    assert_eq!(results[2], results[1], "ahead until most rows were updates");
     let (end_only, ahead) = (&results[0], &results[1]);
     assert_eq!(ahead, end_only);
     // And what one merge leaves is what the rules say.

@@ -13,7 +13,9 @@
 //! the end) the COPY pauses for the users those rows create to be inserted,
 //! in the same transaction, while the parser reads on. The merge then has
 //! only the other rows left: existing users', and those with consent or
-//! topics (`store::imports::insert_new_users`).
+//! topics (`store::imports::insert_new_users`). A file that mostly updates
+//! existing users stops creating ahead after its first step: the rest of it
+//! is COPYed straight to the merge's table.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 const BATCH_BYTES: usize = 512 * 1024;
 /// The users the staged rows create are inserted every this many bytes of COPY data.
 const INSERT_AHEAD_BYTES: usize = 16 * 1024 * 1024;
+/// See [`ImportSettings::ahead_sample_rows`]: about the first step's rows.
+const AHEAD_SAMPLE_ROWS: u64 = 100_000;
 /// Parsed batches wait for the COPY in a queue of at most this many bytes,
 /// about one `INSERT_AHEAD_BYTES` step: the parser reads on while the users
 /// of the previous step are inserted.
@@ -63,6 +67,10 @@ pub struct ImportSettings {
     /// Every this many bytes of COPY data, the users the staged rows create
     /// are inserted ahead of the merge.
     pub insert_ahead_bytes: usize,
+    /// Once this many rows went through those steps and most of them named
+    /// users who exist (a file of updates), the rest of the file is staged
+    /// for the merge alone: creating ahead would only copy it twice.
+    pub ahead_sample_rows: u64,
 }
 
 impl Default for ImportSettings {
@@ -73,6 +81,7 @@ impl Default for ImportSettings {
             progress_every: PROGRESS_EVERY,
             batch_bytes: BATCH_BYTES,
             insert_ahead_bytes: INSERT_AHEAD_BYTES,
+            ahead_sample_rows: AHEAD_SAMPLE_ROWS,
         }
     }
 }
@@ -455,12 +464,20 @@ async fn copy_batches(
     stream: &mut StageStream,
     settings: &ImportSettings,
 ) -> Result<Copied, Stop> {
-    let statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
+    let ahead_statement = format!("copy {} ({COLUMNS}) from stdin", imports::STAGING_TABLE);
+    let merge_statement = format!("copy {} ({COLUMNS}) from stdin", imports::REST_TABLE);
     let mut last_progress = Instant::now();
     let mut bytes_read = 0;
+    // Creating ahead, and what its steps did so far.
+    let (mut ahead, mut steps) = (true, imports::AheadStep::default());
     loop {
-        // One COPY, until the file ends or `insert_ahead_bytes` were sent.
-        let mut copy = conn.copy_in_raw(&statement).await?;
+        // One COPY, until the file ends or (creating ahead) `insert_ahead_bytes` were sent.
+        let statement = if ahead {
+            &ahead_statement
+        } else {
+            &merge_statement
+        };
+        let mut copy = conn.copy_in_raw(statement).await?;
         let (mut sent, mut file_ended) = (0usize, true);
         while let Some(batch) = batches.recv().await {
             sent += batch.copy.len();
@@ -483,13 +500,28 @@ async fn copy_batches(
                 imports::record_progress(db, id, stream.progress).await?;
                 last_progress = Instant::now();
             }
-            if sent >= settings.insert_ahead_bytes {
+            if ahead && sent >= settings.insert_ahead_bytes {
                 file_ended = false;
                 break;
             }
         }
         copy.finish().await?;
-        stream.created_ahead += imports::insert_new_users(conn).await?;
+        if ahead {
+            let step = imports::insert_new_users(conn).await?;
+            steps.created += step.created;
+            steps.set_aside += step.set_aside;
+            stream.created_ahead += step.created;
+            if steps.created + steps.set_aside >= settings.ahead_sample_rows
+                && steps.set_aside > steps.created
+            {
+                ahead = false;
+                tracing::info!(
+                    created = steps.created,
+                    set_aside = steps.set_aside,
+                    "most rows name existing users: the rest of the file is staged for the merge"
+                );
+            }
+        }
         if file_ended {
             return Ok(Copied { bytes_read });
         }

@@ -273,10 +273,13 @@ pub async fn complete(
 /// runs the import and gone with it if the worker dies. It holds the rows
 /// COPYed since the last [`insert_new_users`].
 pub const STAGING_TABLE: &str = "pg_temp.import_rows";
+/// The rows left for [`merge_staged`].
+pub const REST_TABLE: &str = "pg_temp.import_rest";
 
 /// Creates this session's empty staging tables: `import_rows` (what the COPY
-/// fills), `import_rest` (the rows left for the merge) and `import_new` (the
-/// users [`insert_new_users`] created).
+/// fills), `import_rest` (the rows left for the merge, and what the COPY
+/// fills once creating ahead has stopped paying) and `import_new` (the users
+/// [`insert_new_users`] created).
 #[tracing::instrument(skip_all)]
 pub async fn create_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     drop_staging(conn).await?;
@@ -319,11 +322,10 @@ pub async fn drop_staging(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// topics) moves to `import_rest` for [`merge_staged`]. Run every few MiB of
 /// the COPY and once at its end, inside the import's transaction: the bulk of
 /// a large file's writes, done while the rest of it is still being read, and
-/// none of it visible before the merge commits. Returns how many users it
-/// created.
+/// none of it visible before the merge commits.
 #[tracing::instrument(skip_all)]
-pub async fn insert_new_users(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    let created: i64 = sqlx::query_scalar(
+pub async fn insert_new_users(conn: &mut PgConnection) -> Result<AheadStep, sqlx::Error> {
+    let (created, set_aside): (i64, i64) = sqlx::query_as(
         "with created as (
              insert into users (phone_number, attributes)
              select phone_number, jsonb_merge_agg(attributes order by position)
@@ -340,15 +342,28 @@ pub async fn insert_new_users(conn: &mut PgConnection) -> Result<u64, sqlx::Erro
              insert into pg_temp.import_rest
              select r.* from pg_temp.import_rows r
              where not exists (select 1 from created c where c.phone_number = r.phone_number)
+             returning 1
          )
-         select count(*) from created",
+         select (select count(*) from created), (select count(*) from rest)",
     )
     .fetch_one(&mut *conn)
     .await?;
     sqlx::query("truncate pg_temp.import_rows")
         .execute(conn)
         .await?;
-    Ok(u64::try_from(created).unwrap_or(0))
+    Ok(AheadStep {
+        created: u64::try_from(created).unwrap_or(0),
+        set_aside: u64::try_from(set_aside).unwrap_or(0),
+    })
+}
+
+/// What one [`insert_new_users`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AheadStep {
+    /// Users created.
+    pub created: u64,
+    /// Rows moved to `import_rest` for the merge.
+    pub set_aside: u64,
 }
 
 /// Merges the staged rows into `users`; run inside the import's transaction.
