@@ -32,7 +32,7 @@ use super::reader::{FormatHint, RowReader, RowSink};
 use super::{FileError, Reject, Row};
 use crate::domain::Region;
 use crate::gcp::{ObjectError, ObjectRef, ObjectSource};
-use crate::store::imports::{self, Import, MergeCounts, Progress};
+use crate::store::imports::{self, AheadStep, Import, MergeCounts, Progress};
 
 /// `MAX_IMPORT_BYTES` by default: 2 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -242,7 +242,7 @@ impl ClaimedImport {
                 conn: self.conn,
                 import: self.import,
                 progress: stream.progress,
-                created_ahead: stream.created_ahead,
+                created_ahead: stream.ahead.created,
                 started,
             }));
         }
@@ -409,8 +409,18 @@ fn check_size(size: u64, max: u64) -> Result<(), Stop> {
 struct StageStream {
     progress: Progress,
     rejects: Vec<Reject>,
-    /// New users inserted ahead of the merge.
-    created_ahead: u64,
+    /// What the steps that create users ahead of the merge did, all together.
+    ahead: imports::AheadStep,
+}
+
+impl StageStream {
+    /// Whether the COPY still pauses to create users ahead: until the steps
+    /// have seen `ahead_sample_rows` rows and set more of them aside than
+    /// they created (no step runs after that, so it stays so).
+    fn creating_ahead(&self, settings: &ImportSettings) -> bool {
+        let AheadStep { created, set_aside } = self.ahead;
+        created + set_aside < settings.ahead_sample_rows || set_aside <= created
+    }
 }
 
 /// The object's bytes on their way to the parser.
@@ -468,10 +478,9 @@ async fn copy_batches(
     let merge_statement = format!("copy {} ({COLUMNS}) from stdin", imports::REST_TABLE);
     let mut last_progress = Instant::now();
     let mut bytes_read = 0;
-    // Creating ahead, and what its steps did so far.
-    let (mut ahead, mut steps) = (true, imports::AheadStep::default());
     loop {
         // One COPY, until the file ends or (creating ahead) `insert_ahead_bytes` were sent.
+        let ahead = stream.creating_ahead(settings);
         let statement = if ahead {
             &ahead_statement
         } else {
@@ -508,16 +517,12 @@ async fn copy_batches(
         copy.finish().await?;
         if ahead {
             let step = imports::insert_new_users(conn).await?;
-            steps.created += step.created;
-            steps.set_aside += step.set_aside;
-            stream.created_ahead += step.created;
-            if steps.created + steps.set_aside >= settings.ahead_sample_rows
-                && steps.set_aside > steps.created
-            {
-                ahead = false;
+            stream.ahead.created += step.created;
+            stream.ahead.set_aside += step.set_aside;
+            if !stream.creating_ahead(settings) {
                 tracing::info!(
-                    created = steps.created,
-                    set_aside = steps.set_aside,
+                    created = stream.ahead.created,
+                    set_aside = stream.ahead.set_aside,
                     "most rows name existing users: the rest of the file is staged for the merge"
                 );
             }

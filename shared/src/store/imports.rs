@@ -475,7 +475,7 @@ pub async fn merge_staged(
          select (select count(*) from pg_temp.import_new) + (select count(*) from written_now where inserted) as inserted,
                 (select count(*) from written_now where not inserted) as updated,
                 (select count(*) from merged where not created) - (select count(*) from written_now) as unchanged,
-                -- Lines past the first of each number.
+                -- Rows past the first of each number.
                 $3 - (select count(*) from pg_temp.import_new)
                     - (select count(*) from merged where not created) as duplicates,
                 (select count(*) from changes where not refused) as consent_changes,

@@ -47,9 +47,8 @@ pub struct Taken {
 
 /// Takes up to one window's worth (and at most `limit`) of the campaign's due
 /// `pending` messages, marks them `queued` with a `queued` decision, and
-/// returns their ids. The
-/// campaign row is locked while its budget is counted, so ticks running at
-/// once share one budget. A window counts as over after nine tenths of its
+/// returns their ids. The campaign row is locked while its budget is counted,
+/// so ticks running at once share one budget. A window counts as over after nine tenths of its
 /// length, so rounds paced one window apart always find a fresh budget.
 #[tracing::instrument(skip_all, fields(%campaign))]
 pub async fn take_due(
