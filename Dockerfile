@@ -5,11 +5,11 @@
 #   docker build --build-arg FUNCTION=inbound -t inbound .
 #
 # FUNCTION names the binary to ship (inbound, status, ingest, fanout, sender,
-# api, events, migrate). The `build` stage does not depend on FUNCTION: it
-# compiles every binary in BINARIES with one cargo invocation (the dist
-# profile: fat LTO, one codegen unit), so building the eight images in a row
-# compiles the workspace once and the seven later builds reuse the cached
-# stage; each image then copies its one binary out of it.
+# api, events, and the jobs migrate and lifecycle). The `build` stage does not
+# depend on FUNCTION: it compiles every binary in BINARIES with one cargo
+# invocation (the dist profile: fat LTO, one codegen unit), so building the
+# nine images in a row compiles the workspace once and the eight later builds
+# reuse the cached stage; each image then copies its one binary out of it.
 #
 # `--target ci` builds a different image instead: the toolchain and the local
 # services the workspace's tests need (PostgreSQL, Redis, the Pub/Sub emulator
@@ -23,7 +23,7 @@ ARG DEBIAN_SUITE=bookworm
 # ---------------------------------------------------------------- build
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_SUITE} AS build
-ARG BINARIES="inbound status ingest fanout sender api events migrate"
+ARG BINARIES="inbound status ingest fanout sender api events migrate lifecycle"
 WORKDIR /src
 # sqlx::query! checks against the committed .sqlx/ data, never a live database.
 ENV SQLX_OFFLINE=true \

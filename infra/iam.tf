@@ -9,6 +9,9 @@
 #   fanout           database URL; publisher on the send topic
 #   ingest           database URL; objectViewer on the import bucket
 #
+# The jobs' accounts are in migrate.tf (database URL) and lifecycle.tf
+# (database URL; objectCreator on the archive bucket).
+#
 # Cloud SQL is reached on its private address with a password, not through
 # the Cloud SQL connector, so no runtime account needs roles/cloudsql.client.
 
@@ -110,7 +113,7 @@ resource "google_service_account_iam_member" "pubsub_token_creator" {
 # ---------------------------------------------------------------- deployer (Cloud Build)
 
 # Cloud Build runs cloudbuild.yaml as this account: push images, point the
-# services and the migration job at them, run the job. Every grant is on the
+# services and the jobs at them, run the migration job. Every grant is on the
 # one resource it is needed for; it cannot read secrets or data, and it cannot
 # touch any other Cloud Run service or job in the project.
 resource "google_service_account" "deployer" {
@@ -137,14 +140,26 @@ resource "google_cloud_run_v2_service_iam_member" "deployer" {
   member   = "serviceAccount:${google_service_account.deployer.email}"
 }
 
-# `gcloud run jobs update --image` and `gcloud run jobs execute --wait` on the
-# migration job only.
+# `gcloud run jobs update --image` on the two jobs, and `gcloud run jobs
+# execute --wait` on the migration job.
 resource "google_cloud_run_v2_job_iam_member" "deployer" {
+  for_each = {
+    migrate   = google_cloud_run_v2_job.migrate.name
+    lifecycle = google_cloud_run_v2_job.lifecycle.name
+  }
+
   project  = var.project_id
   location = var.region
-  name     = google_cloud_run_v2_job.migrate.name
+  name     = each.value
   role     = "roles/run.developer"
   member   = "serviceAccount:${google_service_account.deployer.email}"
+}
+
+# The grant on the migration job was a single resource before the lifecycle
+# job came; keep it in place instead of removing and re-adding the binding.
+moved {
+  from = google_cloud_run_v2_job_iam_member.deployer
+  to   = google_cloud_run_v2_job_iam_member.deployer["migrate"]
 }
 
 # Source uploads of `gcloud builds submit` (the bootstrap build, and any build
@@ -189,7 +204,7 @@ resource "google_artifact_registry_repository_iam_member" "deployer_writer" {
 resource "google_service_account_iam_member" "deployer_act_as" {
   for_each = merge(
     { for f, m in module.service : f => m.service_account_name },
-    { migrate = google_service_account.migrate.name },
+    { migrate = google_service_account.migrate.name, lifecycle = google_service_account.lifecycle.name },
   )
 
   service_account_id = each.value

@@ -7,11 +7,14 @@ data "google_project" "this" {
 locals {
   functions = ["inbound", "status", "ingest", "fanout", "sender", "api", "events"]
 
+  # Cloud Run jobs built from the same Dockerfile (migrate.tf, lifecycle.tf).
+  jobs = ["migrate", "lifecycle"]
+
   registry = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
 
   # REGISTRY/FUNCTION@sha256:… when a digest is given, REGISTRY/FUNCTION:TAG otherwise.
   images = {
-    for f in concat(local.functions, ["migrate"]) :
+    for f in concat(local.functions, local.jobs) :
     f => (
       contains(keys(var.image_digests), f)
       ? "${local.registry}/${f}@${var.image_digests[f]}"
@@ -29,7 +32,7 @@ resource "google_artifact_registry_repository" "images" {
   format        = "DOCKER"
   description   = "Event Stream Engine function images, one package per function."
 
-  # Every build pushes eight images; keep the recent ones (rollbacks) and
+  # Every build pushes nine images; keep the recent ones (rollbacks) and
   # let older ones go.
   cleanup_policy_dry_run = false
 

@@ -20,7 +20,10 @@ output "service_urls" {
 
 output "service_accounts" {
   description = "Runtime service account of every function."
-  value       = merge({ for f, m in module.service : f => m.service_account_email }, { migrate = google_service_account.migrate.email })
+  value = merge(
+    { for f, m in module.service : f => m.service_account_email },
+    { migrate = google_service_account.migrate.email, lifecycle = google_service_account.lifecycle.email },
+  )
 }
 
 output "image_registry" {
@@ -41,6 +44,16 @@ output "build_source_bucket" {
 output "migrate_job" {
   description = "Cloud Run job that applies the migrations."
   value       = google_cloud_run_v2_job.migrate.name
+}
+
+output "lifecycle_job" {
+  description = "Cloud Run job that creates partitions ahead and archives and drops those past their retention (run daily by Cloud Scheduler)."
+  value       = google_cloud_run_v2_job.lifecycle.name
+}
+
+output "archive_bucket" {
+  description = "Archived months of webhook_events, decisions and events: <table>/<YYYY-MM>/<attempt>.ndjson.gz, with a manifest beside each."
+  value       = google_storage_bucket.archive.name
 }
 
 output "import_bucket" {
@@ -74,7 +87,7 @@ output "database_instance" {
 }
 
 output "database_connection_budget" {
-  description = "Connections the services and the migration job can open at most (db_pool x max_instances, summed), the extra a rollout can take, and database_max_connections."
+  description = "Connections the services and the two jobs can open at most (db_pool x max_instances, summed), the extra a rollout can take, and database_max_connections."
   value       = "${local.database_connection_budget} + ${local.database_rollout_headroom} during a rollout + ${var.database_connection_reserve} reserved = ${local.database_connections.required}, of ${var.database_max_connections}"
 }
 

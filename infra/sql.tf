@@ -4,9 +4,9 @@
 
 locals {
   # Connections the services can open at most: pool size x max instances,
-  # summed, plus the migration job.
+  # summed, plus the two jobs (one task each).
   database_connection_share  = { for f, s in local.sizing : f => s.db_pool * s.max_instances }
-  database_connection_budget = sum(values(local.database_connection_share)) + var.migrate_db_pool
+  database_connection_budget = sum(values(local.database_connection_share)) + var.migrate_db_pool + var.lifecycle_db_pool
 
   # While a service rolls to a new revision its old instances drain as the new
   # ones start, so for a moment it can hold up to twice its share. Cloud Build
@@ -16,7 +16,7 @@ locals {
   # Everything the precondition below weighs, for scripts/db-connections and
   # the database_connection_budget output.
   database_connections = {
-    shares   = merge(local.database_connection_share, { migrate = var.migrate_db_pool })
+    shares   = merge(local.database_connection_share, { migrate = var.migrate_db_pool, lifecycle = var.lifecycle_db_pool })
     budget   = local.database_connection_budget
     rollout  = local.database_rollout_headroom
     reserve  = var.database_connection_reserve
@@ -28,7 +28,7 @@ locals {
 resource "google_sql_database_instance" "main" {
   # checkov:skip=CKV_GCP_6:TLS is required (ssl_mode ENCRYPTED_ONLY); client certificates (TRUSTED_CLIENT_CERTIFICATE_REQUIRED) would add per-service key distribution on a private-IP-only instance whose clients already authenticate with a password from Secret Manager.
   # checkov:skip=CKV_GCP_108:log_hostname makes PostgreSQL do a reverse DNS lookup per connection; the clients are Cloud Run instances on private addresses, so log_connections' client IP says as much.
-  # checkov:skip=CKV_GCP_110:pgAudit is not needed: every change the engine makes is already recorded in its own tables (messages, decisions, webhooks), and the database is reached only by the services and the migration job.
+  # checkov:skip=CKV_GCP_110:pgAudit is not needed: every change the engine makes is already recorded in its own tables (messages, decisions, webhooks), and the database is reached only by the services and the two jobs.
   # checkov:skip=CKV_GCP_111:log_statement would write every statement, with phone numbers and message bodies, to Cloud Logging.
   # checkov:skip=CKV2_GCP_13:log_duration logs every statement's duration; Query Insights (insights_config) measures query latency without that volume.
   name                = "${var.name_prefix}-pg"
@@ -115,7 +115,7 @@ resource "google_sql_database_instance" "main" {
   lifecycle {
     precondition {
       condition     = local.database_connection_budget + local.database_rollout_headroom + var.database_connection_reserve <= var.database_max_connections
-      error_message = "The services can open ${local.database_connection_budget} connections (db_pool x max_instances, summed, plus the migration job), ${local.database_rollout_headroom} more during a rollout, and ${var.database_connection_reserve} are reserved: more than database_max_connections = ${var.database_max_connections}. Lower db_pool or max_instances in service_overrides, or raise database_max_connections (and the tier)."
+      error_message = "The services can open ${local.database_connection_budget} connections (db_pool x max_instances, summed, plus the two jobs), ${local.database_rollout_headroom} more during a rollout, and ${var.database_connection_reserve} are reserved: more than database_max_connections = ${var.database_max_connections}. Lower db_pool or max_instances in service_overrides, or raise database_max_connections (and the tier)."
     }
   }
 

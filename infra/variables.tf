@@ -53,7 +53,7 @@ variable "artifact_repository" {
 }
 
 variable "image_tag" {
-  description = "Tag used for a function's image when a service or the migration job is created and image_digests has no entry for it. Cloud Build rolls later images out, so this only matters at creation."
+  description = "Tag used for a function's image when a service or a job is created and image_digests has no entry for it. Cloud Build rolls later images out, so this only matters at creation."
   type        = string
   default     = "bootstrap"
 
@@ -64,7 +64,7 @@ variable "image_tag" {
 }
 
 variable "image_digests" {
-  description = "Optional digests per function (inbound, status, ingest, fanout, sender, api, events, migrate) that take precedence over image_tag: { sender = \"sha256:…\" }."
+  description = "Optional digests per function (inbound, status, ingest, fanout, sender, api, events, migrate, lifecycle) that take precedence over image_tag: { sender = \"sha256:…\" }."
   type        = map(string)
   default     = {}
 
@@ -74,8 +74,8 @@ variable "image_digests" {
   }
 
   validation {
-    condition     = alltrue([for f in keys(var.image_digests) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "events", "migrate"], f)])
-    error_message = "image_digests keys must be function names: inbound, status, ingest, fanout, sender, api, events, migrate."
+    condition     = alltrue([for f in keys(var.image_digests) : contains(["inbound", "status", "ingest", "fanout", "sender", "api", "events", "migrate", "lifecycle"], f)])
+    error_message = "image_digests keys must be function names: inbound, status, ingest, fanout, sender, api, events, migrate, lifecycle."
   }
 }
 
@@ -326,12 +326,47 @@ variable "migrate_db_pool" {
   default     = 2
 }
 
+variable "lifecycle_db_pool" {
+  description = "DATABASE_MAX_CONNECTIONS of the data-lifecycle job."
+  type        = number
+  default     = 2
+}
+
+variable "lifecycle_memory" {
+  description = "Memory of the data-lifecycle job. The job writes a month's gzip'd archive to a scratch file before uploading it, and a Cloud Run job's files are kept in memory: this must exceed the largest month's archive object (docs/capacity.md estimates it). Over 4Gi needs lifecycle_cpu 2, over 8Gi 4."
+  type        = string
+  default     = "2Gi"
+}
+
+variable "lifecycle_cpu" {
+  description = "vCPUs of the data-lifecycle job (gzip is the job's CPU work)."
+  type        = string
+  default     = "1"
+}
+
+variable "lifecycle_timeout_seconds" {
+  description = "Task timeout of the data-lifecycle job: long enough to export the largest month of webhook_events to the archive bucket."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.lifecycle_timeout_seconds >= 60 && var.lifecycle_timeout_seconds <= 86400
+    error_message = "lifecycle_timeout_seconds must be between 60 and 86400."
+  }
+}
+
 # ---------------------------------------------------------------- triggers
 
 variable "fanout_schedule" {
   description = "Cron schedule (UTC) of the fan-out tick."
   type        = string
   default     = "* * * * *"
+}
+
+variable "lifecycle_schedule" {
+  description = "Cron schedule (UTC) of the data-lifecycle job."
+  type        = string
+  default     = "15 3 * * *"
 }
 
 variable "import_retention_days" {
@@ -342,5 +377,45 @@ variable "import_retention_days" {
   validation {
     condition     = var.import_retention_days >= 1
     error_message = "import_retention_days must be at least 1."
+  }
+}
+
+# ---------------------------------------------------------------- data lifecycle
+
+variable "retention_months" {
+  description = "Months each append-only table keeps in the database before the lifecycle job archives a month to the archive bucket and drops its partition (RETAIN_<TABLE>_MONTHS). A table left out keeps the job's default: { webhook_events = 6, decisions = 13, events = 25 }."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for t in keys(var.retention_months) : contains(["webhook_events", "decisions", "events"], t)])
+    error_message = "retention_months keys must be webhook_events, decisions or events."
+  }
+
+  validation {
+    condition     = alltrue([for m in values(var.retention_months) : m >= 1 && floor(m) == m])
+    error_message = "retention_months values must be whole numbers of months, at least 1."
+  }
+}
+
+variable "partitions_ahead_months" {
+  description = "PARTITIONS_AHEAD_MONTHS: monthly partitions the lifecycle job keeps created ahead of the current month; null keeps the job's default (3)."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.partitions_ahead_months == null || try(var.partitions_ahead_months >= 1 && var.partitions_ahead_months <= 24 && floor(var.partitions_ahead_months) == var.partitions_ahead_months, false)
+    error_message = "partitions_ahead_months must be a whole number between 1 and 24."
+  }
+}
+
+variable "archive_delete_after_days" {
+  description = "Age in days at which an archive object is deleted (default 2555, 7 years). Objects move to Coldline at 90 days and to Archive at 365; deleting one earlier than 730 days pays Archive's minimum storage duration anyway."
+  type        = number
+  default     = 2555
+
+  validation {
+    condition     = var.archive_delete_after_days >= 1 && floor(var.archive_delete_after_days) == var.archive_delete_after_days
+    error_message = "archive_delete_after_days must be a whole number of days, at least 1."
   }
 }

@@ -25,5 +25,11 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
 /// Applies pending migrations (the migration job and the local stack do this;
 /// the functions themselves never change the schema).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    MIGRATOR.run(pool).await?;
+    // The partitioned tables' months from now on, and any month a migration
+    // left rows of in a default partition (lifecycle::partitions).
+    crate::lifecycle::partitions::ensure_all(pool, chrono::Utc::now(), 3)
+        .await
+        .map_err(sqlx::migrate::MigrateError::Execute)?;
+    Ok(())
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gcp;
 pub mod http;
 pub mod import;
+pub mod lifecycle;
 pub mod ratelimit;
 pub mod segment;
 pub mod store;

@@ -31,7 +31,8 @@ fn count(var: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
-async fn seed(db: &PgPool, users: i64, big: i64, small: i64) -> anyhow::Result<(Uuid, Uuid)> {
+/// Users, a big and a small campaign with their messages and decisions, a segment.
+pub async fn seed(db: &PgPool, users: i64, big: i64, small: i64) -> anyhow::Result<(Uuid, Uuid)> {
     sqlx::query(
         "insert into users (phone_number, consent, last_inbound_at, attributes)
          select '+1415' || lpad(i::text, 7, '0'), case when i % 10 = 0 then 'opted_out' else 'opted_in' end,
@@ -118,7 +119,8 @@ async fn seed(db: &PgPool, users: i64, big: i64, small: i64) -> anyhow::Result<(
     Ok((big_id, segment))
 }
 
-async fn sign_in(router: &Router) -> anyhow::Result<String> {
+/// A console session cookie.
+pub async fn sign_in(router: &Router) -> anyhow::Result<String> {
     let page = router
         .clone()
         .oneshot(
@@ -161,7 +163,7 @@ async fn sign_in(router: &Router) -> anyhow::Result<String> {
 }
 
 /// The first view's time, then the sorted times of `runs` more after 3 warm-ups.
-async fn time_page(
+pub async fn time_page(
     router: &Router,
     cookie: &str,
     path: &str,
@@ -191,8 +193,22 @@ async fn time_page(
     Ok((first, ms))
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted times.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The api function's router (console included) on `db`.
+pub fn router(db: &PgPool) -> anyhow::Result<Router> {
+    let config = api::Config::from_env(&Env::from_pairs([
+        (
+            "DATABASE_URL",
+            "postgres://unused@127.0.0.1/unused".to_owned(),
+        ),
+        ("API_KEYS", ApiKeys::hash(KEY)),
+        ("DEFAULT_REGION", "US".to_owned()),
+    ]))?;
+    Ok(api::router(api::AppState::new(db.clone(), &config)))
 }
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
@@ -213,15 +229,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         "seeded {users} users, {messages} messages, {decisions} decisions in {:.0} s",
         t.elapsed().as_secs_f64()
     );
-    let config = api::Config::from_env(&Env::from_pairs([
-        (
-            "DATABASE_URL",
-            "postgres://unused@127.0.0.1/unused".to_owned(),
-        ),
-        ("API_KEYS", ApiKeys::hash(KEY)),
-        ("DEFAULT_REGION", "US".to_owned()),
-    ]))?;
-    let router = api::router(api::AppState::new(db.clone(), &config));
+    let router = router(&db)?;
     let cookie = sign_in(&router).await?;
     let small_campaign: Uuid =
         sqlx::query_scalar("select id from campaigns where name = 'Weekly 1'")

@@ -25,7 +25,7 @@ fn callback(prefix: &str, i: usize) -> (String, &'static str) {
 }
 
 /// The status function on loopback, its batches formed by `settings`.
-async fn serve(db: &PgPool, settings: GroupCommitSettings) -> anyhow::Result<SocketAddr> {
+pub async fn serve(db: &PgPool, settings: GroupCommitSettings) -> anyhow::Result<SocketAddr> {
     let router = status::router(status::AppState::with_group_commit(
         db.clone(),
         &webhook_config(AUTH_TOKEN),
@@ -39,7 +39,7 @@ async fn serve(db: &PgPool, settings: GroupCommitSettings) -> anyhow::Result<Soc
 
 /// Signed callbacks posted to `addr` from `concurrency` connections, each
 /// message of `prefix` reported sent, then delivered, then read.
-async fn over_http(
+pub async fn over_http(
     label: &str,
     addr: SocketAddr,
     prefix: &'static str,

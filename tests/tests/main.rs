@@ -17,6 +17,7 @@ mod fanout;
 mod group_commit;
 mod ingest;
 mod journey;
+mod lifecycle;
 mod pubsub;
 mod reconcile;
 mod redis_tls;

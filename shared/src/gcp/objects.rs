@@ -111,6 +111,11 @@ impl GcsObjects {
             client: builder.build().await?,
         })
     }
+
+    /// The client, for writing (the lifecycle job's archive).
+    pub fn client(&self) -> &Storage {
+        &self.client
+    }
 }
 
 #[async_trait::async_trait]
@@ -167,7 +172,8 @@ impl LocalObjects {
         Self { root }
     }
 
-    fn path(&self, name: &str) -> Result<PathBuf, ObjectError> {
+    /// Where object `name` is as a file: a relative path of plain parts only.
+    pub fn path(&self, name: &str) -> Result<PathBuf, ObjectError> {
         let relative = Path::new(name);
         let safe = !name.is_empty()
             && relative

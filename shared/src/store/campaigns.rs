@@ -311,7 +311,14 @@ pub async fn stats(db: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStats, s
                  (select status, count(*) as n from messages where campaign_id = $1 group by status) s),
                  '{}') as "by_status!: Json<BTreeMap<String, i64>>",
              coalesce((select jsonb_object_agg(decision, n) from
-                 (select decision, count(*) as n from decisions where campaign_id = $1 group by decision) d),
+                 (select decision, count(*) as n from decisions
+                  -- Nothing is decided about a campaign before it exists: only
+                  -- the months since are read (decisions is partitioned by
+                  -- month), with a day's margin for a transaction that began
+                  -- before the campaign's committed.
+                  where campaign_id = $1
+                    and created_at >= (select created_at from campaigns where id = $1) - interval '1 day'
+                  group by decision) d),
                  '{}') as "by_decision!: Json<BTreeMap<String, i64>>",
              coalesce((select jsonb_object_agg(error_code::text, n) from
                  (select error_code, count(*) as n from messages

@@ -211,7 +211,10 @@ pub async fn person_messages(
                   m.error_code, m.body, m.created_at, m.sent_at, m.delivered_at, m.read_at, m.failed_at,
                   coalesce((select jsonb_agg(jsonb_build_object('decision', d.decision, 'reason', d.reason,
                                                                 'at', d.created_at) order by d.created_at, d.id)
-                            from decisions d where d.message_id = m.id), '[]') as "decisions!"
+                            from decisions d
+                            -- The months since the message (a day's margin), not all of them.
+                            where d.message_id = m.id and d.created_at >= m.created_at - interval '1 day'),
+                           '[]') as "decisions!"
            from messages m join campaigns k on k.id = m.campaign_id
            where m.phone_number = $1
            order by m.created_at desc, m.id desc limit $2"#,

@@ -47,11 +47,17 @@ pub async fn insert_batch(
              insert into users (phone_number)
              select distinct phone_number from input
              on conflict (phone_number) do nothing
+         ), claimed as (
+             -- events is partitioned by month: its keys live in event_keys
+             -- (see webhook_events::insert_event_sql).
+             insert into event_keys (idempotency_key)
+             select idempotency_key from input order by ord
+             on conflict (idempotency_key) do nothing
+             returning idempotency_key
          ), stored as (
              insert into events (idempotency_key, phone_number, name, properties, occurred_at, source)
              select idempotency_key, phone_number, name, properties, occurred_at, source
-             from input order by ord
-             on conflict (idempotency_key) do nothing
+             from input join claimed using (idempotency_key) order by ord
              returning id, idempotency_key
          )
          select input.ord as "ord!", stored.id as "id?"

@@ -137,9 +137,9 @@ pub async fn apply_status_callback(
         .status
         .map_or(i16::MIN, MessageStatus::advances_below);
     let query = sqlx::query_as(concat!(
-        "with ev as (",
+        "with ",
         insert_event_sql!(),
-        "), target as (
+        ", target as (
              select m.id, m.phone_number from messages m
              where exists (select 1 from ev) and (m.id = $9 or m.twilio_sid = $4)
              order by (m.id = $9) desc nulls last
@@ -215,13 +215,22 @@ pub async fn apply_status_callbacks(
                  with ordinality as i(dedupe_key, idempotency_token, message_sid, request_uri,
                                       content_type, raw_body, params, parse_error, message_id,
                                       status, rank, below, error_code, error_message, ord)
+         ), event_key as (
+             -- A key is claimed once: a duplicate within the batch or of a
+             -- stored event claims nothing (webhook_events::insert_event_sql).
+             insert into webhook_keys (kind, dedupe_key, idempotency_token)
+             select 'status', dedupe_key, idempotency_token from input order by ord
+             on conflict do nothing
+             returning dedupe_key
          ), ev as (
              insert into webhook_events (kind, dedupe_key, idempotency_token, message_sid,
                                          request_uri, content_type, raw_body, params, parse_error)
              select 'status', dedupe_key, idempotency_token, message_sid, request_uri,
                     content_type, raw_body, params, parse_error
-             from input order by ord
-             on conflict do nothing
+             from (select distinct on (i.dedupe_key) i.*
+                   from input i join event_key k using (dedupe_key)
+                   order by i.dedupe_key, i.ord) first
+             order by ord
              returning id, dedupe_key
          ), fresh as (
              -- The one input row each stored event came from (a duplicate key
@@ -425,7 +434,12 @@ pub async fn decisions(
     sqlx::query_as!(
         DecisionRecord,
         "select id, decision, reason, created_at from decisions
-         where message_id = $1 order by created_at, id",
+         where message_id = $1
+           -- Only the months since the message was made (decisions is
+           -- partitioned by month), with a day's margin for a transaction
+           -- that began before the message's committed.
+           and created_at >= (select created_at from messages where id = $1) - interval '1 day'
+         order by created_at, id",
         message_id
     )
     .fetch_all(db)

@@ -1,7 +1,7 @@
 //! `users`, and the `consent_events` written with every consent change.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{AssertSqlSafe, PgExecutor};
 
 use crate::domain::consent::ConsentRefused;
 use crate::domain::{Consent, ConsentSource, PhoneNumber};
@@ -239,7 +239,7 @@ pub async fn set_attributes(
 
 /// The webhook parameters that say nothing about a person, kept when an
 /// erased user's webhooks are scrubbed.
-const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
+pub const ANONYMOUS_WEBHOOK_PARAMS: &[&str] = &[
     "AccountSid",
     "ApiVersion",
     "ChannelPrefix",
@@ -293,22 +293,34 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
     else {
         return Ok(false);
     };
+    // Archived months are redacted when restored (lifecycle::restore), so
+    // while any archive exists the number is kept for that, with the token a
+    // restore gives it (the first erasure's). Months not archived yet are
+    // redacted below and archived redacted.
     sqlx::query!(
-        "update webhook_events w set
-             raw_body = '',
-             params = (select coalesce(jsonb_object_agg(key, value), '{}') from jsonb_each(w.params)
-                       where key = any($2)) || '{\"Erased\": \"true\"}'
-         where w.id in (select webhook_event_id from inbound_messages where from_number = $1)
-            or (w.kind = 'status' and w.message_sid in
-                (select twilio_sid from messages where phone_number = $1 and twilio_sid is not null))",
+        "insert into erasures (phone_number, token)
+         select $1, $2 where exists (select 1 from archived_partitions)
+         on conflict (phone_number) do nothing",
         phone,
-        &ANONYMOUS_WEBHOOK_PARAMS
-            .iter()
-            .map(|p| (*p).to_owned())
-            .collect::<Vec<_>>()
+        &token
     )
     .execute(&mut *tx)
     .await?;
+    for table in ["webhook_events", "webhook_events_kept"] {
+        sqlx::query(AssertSqlSafe(format!(
+            "update {table} w set
+             raw_body = '',
+             params = (select coalesce(jsonb_object_agg(key, value), '{{}}') from jsonb_each(w.params)
+                       where key = any($2)) || '{{\"Erased\": \"true\"}}'
+         where w.id in (select webhook_event_id from inbound_messages where from_number = $1)
+            or (w.kind = 'status' and w.message_sid in
+                (select twilio_sid from messages where phone_number = $1 and twilio_sid is not null))"
+        )))
+        .bind(phone)
+        .bind(ANONYMOUS_WEBHOOK_PARAMS)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query!(
         "update inbound_messages set from_number = $2, wa_id = null, profile_name = null,
              body = '', num_media = 0, media = '[]', button_payload = null, button_text = null
@@ -354,9 +366,19 @@ pub async fn erase(tx: &mut sqlx::PgConnection, phone: &str) -> Result<bool, sql
     .execute(&mut *tx)
     .await?;
     let pattern = PhoneNumber::from_trusted(phone.to_owned()).written_pattern();
-    sqlx::query(ERASE_WEBHOOKS)
+    for table in ["webhook_events", "webhook_events_kept"] {
+        sqlx::query(AssertSqlSafe(erase_webhooks_sql(table)))
+            .bind(&pattern)
+            .bind(ANONYMOUS_WEBHOOK_PARAMS)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(AssertSqlSafe(erase_decision_reasons_sql("decisions")))
         .bind(&pattern)
-        .bind(ANONYMOUS_WEBHOOK_PARAMS)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(AssertSqlSafe(erase_event_properties_sql("events")))
+        .bind(&pattern)
         .execute(&mut *tx)
         .await?;
     for sql in ERASE_SWEEP {
@@ -373,19 +395,42 @@ macro_rules! mentions {
     };
 }
 
-/// The sweep of [`erase`] over raw webhooks: `$1` is the number's written
-/// pattern, `$2` the anonymous webhook parameters.
-const ERASE_WEBHOOKS: &str = concat!(
-    "update webhook_events w set raw_body = '',
+/// The sweep of [`erase`] over raw webhooks, for `table` (`webhook_events`,
+/// its kept copies, or a restored archive): `$1` is the number's written
+/// pattern (or several joined by `|`), `$2` the anonymous webhook parameters.
+pub fn erase_webhooks_sql(table: &str) -> String {
+    format!(
+        "update {table} w set raw_body = '',
              params = coalesce((select jsonb_object_agg(key, value) from jsonb_each(w.params)
                                 where key = any($2)
                                   and value::text !~ $1),
-                               '{}') || '{\"Erased\": \"true\"}'
-         where ",
-    mentions!("raw_body"),
-    " or ",
-    mentions!("params::text")
-);
+                               '{{}}') || '{{\"Erased\": \"true\"}}'
+         where raw_body ~ $1 or params::text ~ $1"
+    )
+}
+
+/// The sweep of [`erase`] over decision reasons, for `table` (`decisions` or
+/// a restored archive): the keys whose value mentions the number (`$1`) go.
+pub fn erase_decision_reasons_sql(table: &str) -> String {
+    format!(
+        "update {table} d set reason = coalesce((select jsonb_object_agg(key, value) from jsonb_each(d.reason)
+             where value::text !~ $1), '{{}}')
+                || '{{\"erased\": true}}'
+         where reason::text ~ $1"
+    )
+}
+
+/// The sweep of [`erase`] over other people's events that mention the number
+/// (a reply quoting it), for `table` (`events` or a restored archive): the
+/// properties that do are dropped. The person's own events went with them.
+pub fn erase_event_properties_sql(table: &str) -> String {
+    format!(
+        "update {table} e set properties = coalesce((select jsonb_object_agg(key, value) from jsonb_each(e.properties)
+             where value::text !~ $1), '{{}}')
+                || '{{\"erased\": true}}'
+         where properties::text ~ $1"
+    )
+}
 
 /// The rest of the sweep of [`erase`]: `$1` is the number's written pattern.
 const ERASE_SWEEP: &[&str] = &[
@@ -400,13 +445,6 @@ const ERASE_SWEEP: &[&str] = &[
         mentions!("error_message")
     ),
     concat!(
-        "update decisions d set reason = coalesce((select jsonb_object_agg(key, value) from jsonb_each(d.reason)
-             where value::text !~ $1), '{}')
-                || '{\"erased\": true}'
-         where ",
-        mentions!("reason::text")
-    ),
-    concat!(
         "update consent_events set detail = '[erased]' where ",
         mentions!("detail")
     ),
@@ -417,15 +455,6 @@ const ERASE_SWEEP: &[&str] = &[
     concat!(
         "update imports set failure_reason = '[erased]' where ",
         mentions!("failure_reason")
-    ),
-    // Other people's events that mention the number (a reply quoting it):
-    // the properties that do are dropped. The person's own events went with them.
-    concat!(
-        "update events e set properties = coalesce((select jsonb_object_agg(key, value) from jsonb_each(e.properties)
-             where value::text !~ $1), '{}')
-                || '{\"erased\": true}'
-         where ",
-        mentions!("properties::text")
     ),
 ];
 
@@ -499,7 +528,15 @@ pub async fn consent_history(
         r#"select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
                 c.webhook_event_id, w.raw_body as "webhook_raw_body?",
                 w.received_at as "webhook_received_at?", c.import_id, c.topic
-         from consent_events c left join webhook_events w on w.id = c.webhook_event_id
+         from consent_events c
+         -- The webhook is in its month's partition, or, once that month is
+         -- archived, among the kept copies (lifecycle::archive).
+         left join lateral (
+             select raw_body, received_at from webhook_events where id = c.webhook_event_id
+             union all
+             select raw_body, received_at from webhook_events_kept where id = c.webhook_event_id
+             limit 1
+         ) w on true
          where c.phone_number = $1
          order by c.id"#,
         phone

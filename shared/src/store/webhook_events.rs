@@ -15,17 +15,31 @@ pub struct NewWebhookEvent<'a> {
     pub params: &'a serde_json::Value,
 }
 
-/// The one insert of an event, with `$1`–`$8` bound by [`bind_event!`]:
-/// [`insert`] runs it alone, `messages::apply_status_callback` as the first
-/// step of its statement. A redelivery (same dedupe key or idempotency
-/// token) inserts nothing and returns no row.
+/// The one insert of an event, as two common table expressions with `$1`–`$8`
+/// bound by [`bind_event!`]: `event_key` claims the event's dedupe key and
+/// idempotency token in `webhook_keys`, `ev` stores the event only when the
+/// claim was new and returns its id. [`insert`] runs them alone,
+/// `messages::apply_status_callback` as the first steps of its statement. A
+/// redelivery (same dedupe key or idempotency token) inserts nothing and `ev`
+/// returns no row.
+///
+/// The keys live in their own narrow table because `webhook_events` is
+/// partitioned by month, and a partitioned table's unique keys must contain
+/// its partition key: a redelivery a second after midnight on the 1st would
+/// pass a per-month key.
 macro_rules! insert_event_sql {
     () => {
-        "insert into webhook_events
-             (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
-         on conflict do nothing
-         returning id"
+        "event_key as (
+             insert into webhook_keys (kind, dedupe_key, idempotency_token)
+             values ($1, $2, $3)
+             on conflict do nothing
+             returning kind
+         ), ev as (
+             insert into webhook_events
+                 (kind, dedupe_key, idempotency_token, message_sid, request_uri, content_type, raw_body, params)
+             select $1, $2, $3, $4, $5, $6, $7, $8 from event_key
+             returning id
+         )"
     };
 }
 pub(crate) use insert_event_sql;
@@ -53,9 +67,12 @@ pub async fn insert(
     db: impl PgExecutor<'_>,
     event: &NewWebhookEvent<'_>,
 ) -> Result<Option<i64>, sqlx::Error> {
-    bind_event!(sqlx::query_scalar(insert_event_sql!()), event)
-        .fetch_optional(db)
-        .await
+    bind_event!(
+        sqlx::query_scalar(concat!("with ", insert_event_sql!(), " select id from ev")),
+        event
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// How many events of a kind are stored (for tests and stats).

@@ -17,8 +17,10 @@ async fn one(name: &str) -> anyhow::Result<Vec<Figure>> {
         "sender" => e2e::bench_engine::sender_path().await,
         "events" => e2e::bench_events::run().await,
         "console" => e2e::bench_console::run().await,
+        // Not in `all`: it writes about 35 GB and takes about 15 minutes.
+        "lifecycle" => e2e::bench_lifecycle::run().await,
         other => anyhow::bail!(
-            "unknown benchmark {other:?}: expected all or one of {}",
+            "unknown benchmark {other:?}: expected all, lifecycle or one of {}",
             NAMES.join(", ")
         ),
     }
