@@ -20,7 +20,7 @@ use crate::fixtures;
 const MONTHS: i32 = 12;
 /// The first id of the loaded history, above anything the live runs insert.
 const HISTORY_BASE_ID: i64 = 1_000_000_000;
-const PAGE_RUNS: usize = 40;
+const PAGE_RUNS: usize = 200;
 
 fn count(var: &str, default: i64) -> i64 {
     std::env::var(var)
@@ -45,6 +45,12 @@ async fn measure(
     let callbacks = over_http("status callbacks, group commit", addr, prefix, 16).await?;
     let router = crate::bench_console::router(db)?;
     let cookie = sign_in(&router).await?;
+    // A figure the console caches and finds stale is recomputed in the
+    // background on the first view: let that happen before timing.
+    for (_, path) in pages {
+        time_page(&router, &cookie, path, 0).await?;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let mut timed = vec![];
     for (name, path) in pages {
         let (_, ms) = time_page(&router, &cookie, path, PAGE_RUNS).await?;
@@ -77,7 +83,7 @@ async fn load_month(db: &PgPool, month: Month, first_id: i64, rows: i64) -> anyh
                                        'From', 'whatsapp:+14155550000', 'MessageSid', 'SMh' || i,
                                        'MessageStatus', 'delivered', 'To', 'whatsapp:+1415' || lpad((i % 10000000)::text, 7, '0')),
                     '{from}'::timestamptz + (i - {first_id}) * {step_ms} * interval '1 millisecond'
-             from generate_series({first_id}, {last}) as i",
+             from generate_series({first_id}::bigint, {last}::bigint) as i",
             last = first_id + rows - 1
         ),
         format!("alter table {partition} add primary key (id, received_at)"),
@@ -118,8 +124,8 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let total = count("BENCH_WEBHOOK_ROWS", 50_000_000);
     let db = fresh_database("ese_bench_lifecycle", 40).await?;
     let (campaign, _) = seed(&db, 100_000, 50_000, 5_000).await?;
-    let callbacks = fixtures::campaign(&db).await;
     for prefix in ["SMempty-", "SMfull-"] {
+        let callbacks = fixtures::campaign(&db).await;
         fixtures::sending_messages(&db, callbacks, prefix, 100_000).await?;
     }
     sqlx::query("vacuum analyze").execute(&db).await?;
@@ -159,7 +165,11 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         .bind(HISTORY_BASE_ID + total)
         .execute(&db)
         .await?;
+    // Steady state, not the aftermath of the load: the keys vacuumed (as
+    // autovacuum would have), the load's WAL checkpointed.
+    sqlx::query("vacuum analyze webhook_keys").execute(&db).await?;
     sqlx::query("analyze").execute(&db).await?;
+    sqlx::query("checkpoint").execute(&db).await?;
     let loaded: i64 = sqlx::query_scalar("select count(*) from webhook_events")
         .fetch_one(&db)
         .await?;
@@ -202,9 +212,10 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
             Figure::time(
                 "lifecycle",
                 format!("{what} p99, {loaded} webhook rows"),
-                full / 1000.0,
-                empty / 1000.0,
+                full,
+                empty,
             )
+            .unit("ms")
             .floor_is("the same on a database without history")
             .goal(1.2),
         );

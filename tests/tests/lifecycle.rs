@@ -663,3 +663,122 @@ async fn archives_go_to_cloud_storage_and_come_back_from_it(db: PgPool) {
     .unwrap_err();
     assert!(err.to_string().contains("describes decisions"), "{err}");
 }
+
+/// The test database's URL, for a process of its own.
+fn url_of(db: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(
+        db.connect_options()
+            .get_database()
+            .expect("a database name"),
+    );
+    url.to_string()
+}
+
+/// The upload in progress: a `.partial` file with bytes in it.
+fn partial_upload(dir: &Path) -> Option<PathBuf> {
+    let months = std::fs::read_dir(dir.join("webhook_events")).ok()?;
+    months
+        .filter_map(Result::ok)
+        .filter_map(|m| std::fs::read_dir(m.path()).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|f| f.path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "partial")
+                && std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
+        })
+}
+
+#[sqlx::test(migrator = "MIGRATOR")]
+async fn the_job_killed_mid_archive_drops_nothing_and_its_next_run_finishes(db: PgPool) {
+    const ROWS: i64 = 200_000;
+    let old = long_ago();
+    sqlx::query(
+        "with rows as (
+             insert into webhook_events (kind, dedupe_key, message_sid, request_uri, content_type, raw_body, params, received_at)
+             select 'status', 'SMk' || i || ':delivered', 'SMk' || i, '/webhooks/status', 'application/x-www-form-urlencoded',
+                    'MessageSid=SMk' || i || '&MessageStatus=delivered&To=whatsapp%3A%2B1415' || lpad(i::text, 7, '0'),
+                    jsonb_build_object('MessageSid', 'SMk' || i, 'MessageStatus', 'delivered'), $2
+             from generate_series(1, $1) as i
+             returning kind, dedupe_key, received_at
+         )
+         insert into webhook_keys (kind, dedupe_key, received_at) select * from rows",
+    )
+    .bind(ROWS)
+    .bind(old)
+    .execute(&db)
+    .await
+    .unwrap();
+    let binary = e2e::process::function_binary("lifecycle");
+    let archive = scratch();
+    let run = || {
+        let mut command = std::process::Command::new(&binary);
+        command
+            .arg("run")
+            .env("DATABASE_URL", url_of(&db))
+            .env("ARCHIVE_DIR", &archive)
+            .env("RUST_LOG", "error");
+        command
+    };
+
+    let mut child = run().stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while partial_upload(&archive).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upload started within 2 minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let month = Month::of(old);
+    let months = partitions::list(&mut db.acquire().await.unwrap(), AuditTable::WebhookEvents)
+        .await
+        .unwrap();
+    assert!(months.contains(&month), "the month is still there");
+    assert_eq!(
+        count(&db, "select count(*) from webhook_events").await,
+        ROWS
+    );
+    assert_eq!(count(&db, "select count(*) from webhook_keys").await, ROWS);
+    assert_eq!(
+        count(&db, "select count(*) from archived_partitions").await,
+        0
+    );
+
+    let finished = run().output().unwrap();
+    let said = String::from_utf8_lossy(&finished.stdout);
+    assert!(
+        finished.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(
+        said.contains(&format!("archived webhook_events {month}: {ROWS} rows")),
+        "{said}"
+    );
+    assert_eq!(count(&db, "select count(*) from webhook_events").await, 0);
+
+    // What the killed run left is not what a restore reads.
+    let store = folder_store(&archive).await;
+    let restored = restore::restore(
+        &db,
+        &store,
+        AuditTable::WebhookEvents,
+        month,
+        None,
+        None,
+        &archive,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.rows, ROWS);
+}
