@@ -167,7 +167,9 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
         .await?;
     // Steady state, not the aftermath of the load: the keys vacuumed (as
     // autovacuum would have), the load's WAL checkpointed.
-    sqlx::query("vacuum analyze webhook_keys").execute(&db).await?;
+    sqlx::query("vacuum analyze webhook_keys")
+        .execute(&db)
+        .await?;
     sqlx::query("analyze").execute(&db).await?;
     sqlx::query("checkpoint").execute(&db).await?;
     let loaded: i64 = sqlx::query_scalar("select count(*) from webhook_events")
