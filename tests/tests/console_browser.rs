@@ -10,25 +10,13 @@ use e2e::webdriver::Browser;
 use shared::config::Env;
 use sqlx::PgPool;
 
-use crate::support::MIGRATOR;
+use crate::support::{MIGRATOR, url_of};
 
 const WAIT: Duration = Duration::from_secs(60);
 const PEOPLE: usize = 40;
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots")
-}
-
-/// The test database's URL (the stack connects by URL).
-fn url_of(db: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    url.set_path(
-        db.connect_options()
-            .get_database()
-            .expect("a database name"),
-    );
-    url.to_string()
 }
 
 /// Fails on any error the page logged since the last look.

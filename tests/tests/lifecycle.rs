@@ -18,7 +18,7 @@ use shared::store::users;
 use shared::store::webhook_events::{self, NewWebhookEvent};
 use sqlx::PgPool;
 
-use crate::support::MIGRATOR;
+use crate::support::{MIGRATOR, url_of};
 
 /// Ada is erased after her month is archived; Grace opted out by WhatsApp
 /// (consent evidence); Linus is only mentioned.
@@ -662,18 +662,6 @@ async fn archives_go_to_cloud_storage_and_come_back_from_it(db: PgPool) {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("describes decisions"), "{err}");
-}
-
-/// The test database's URL, for a process of its own.
-fn url_of(db: &PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
-    url.set_path(
-        db.connect_options()
-            .get_database()
-            .expect("a database name"),
-    );
-    url.to_string()
 }
 
 /// The upload in progress: a `.partial` file with bytes in it.

@@ -48,3 +48,15 @@ pub async fn count(db: &sqlx::PgPool, sql: &'static str) -> i64 {
         .await
         .expect("count query")
 }
+
+/// The test database's URL, for a process of its own (it connects by URL).
+pub fn url_of(db: &sqlx::PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("DATABASE_URL is a URL");
+    url.set_path(
+        db.connect_options()
+            .get_database()
+            .expect("a database name"),
+    );
+    url.to_string()
+}

@@ -262,24 +262,19 @@ async fn redact(
             .collect::<Vec<_>>()
             .join("|");
         let query = match table {
-            AuditTable::WebhookEvents => sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
-                "with changed as ({} returning 1) select count(*) from changed",
-                users::erase_webhooks_sql(into)
-            )))
-            .bind(&pattern)
-            .bind(ANONYMOUS_WEBHOOK_PARAMS),
-            AuditTable::Decisions => sqlx::query_scalar(AssertSqlSafe(format!(
-                "with changed as ({} returning 1) select count(*) from changed",
-                users::erase_decision_reasons_sql(into)
-            )))
-            .bind(&pattern),
-            AuditTable::Events => sqlx::query_scalar(AssertSqlSafe(format!(
-                "with changed as ({} returning 1) select count(*) from changed",
-                users::erase_event_properties_sql(into)
-            )))
-            .bind(&pattern),
+            AuditTable::WebhookEvents => {
+                sqlx::query(AssertSqlSafe(users::erase_webhooks_sql(into)))
+                    .bind(&pattern)
+                    .bind(ANONYMOUS_WEBHOOK_PARAMS)
+            }
+            AuditTable::Decisions => {
+                sqlx::query(AssertSqlSafe(users::erase_decision_reasons_sql(into))).bind(&pattern)
+            }
+            AuditTable::Events => {
+                sqlx::query(AssertSqlSafe(users::erase_event_properties_sql(into))).bind(&pattern)
+            }
         };
-        redacted += query.fetch_one(&mut *tx).await? as u64;
+        redacted += query.execute(&mut *tx).await?.rows_affected();
     }
     Ok(redacted)
 }
