@@ -17,6 +17,32 @@ pub fn admin_url() -> String {
 
 /// Drops and recreates database `name` on the admin server, migrated.
 pub async fn fresh_database(name: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    drop_database(name).await?;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url())
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    open_database(name, max_connections).await
+}
+
+/// A pool on the existing bench database `name`, migrated.
+pub async fn open_database(name: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let mut url = url::Url::parse(&admin_url())?;
+    url.set_path(name);
+    let db = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url.as_str())
+        .await?;
+    shared::db::migrate(&db).await?;
+    Ok(db)
+}
+
+/// Drops the bench database `name`, whoever is connected.
+pub async fn drop_database(name: &str) -> anyhow::Result<()> {
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect(&admin_url())
@@ -26,18 +52,8 @@ pub async fn fresh_database(name: &str, max_connections: u32) -> anyhow::Result<
     )))
     .execute(&admin)
     .await?;
-    sqlx::query(AssertSqlSafe(format!("create database {name}")))
-        .execute(&admin)
-        .await?;
     admin.close().await;
-    let mut url = url::Url::parse(&admin_url())?;
-    url.set_path(name);
-    let db = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .connect(url.as_str())
-        .await?;
-    shared::db::migrate(&db).await?;
-    Ok(db)
+    Ok(())
 }
 
 /// What a timed run measured.

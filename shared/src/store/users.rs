@@ -1,7 +1,9 @@
 //! `users`, and the `consent_events` written with every consent change.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgExecutor};
+use sqlx::{AssertSqlSafe, PgExecutor, PgPool};
 
 use crate::domain::consent::ConsentRefused;
 use crate::domain::{Consent, ConsentSource, PhoneNumber};
@@ -518,31 +520,56 @@ pub struct ConsentEvidence {
 }
 
 /// A person's consent history, oldest first, with its evidence.
+///
+/// The evidence is read only for the changes a webhook made, by id: an id
+/// does not say which month's partition holds the webhook, so that read
+/// visits every partition's index, and most histories (imports, the API)
+/// need none of it.
 #[tracing::instrument(skip_all)]
 pub async fn consent_history(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
     phone: &str,
 ) -> Result<Vec<ConsentEvidence>, sqlx::Error> {
-    sqlx::query_as!(
+    let mut history = sqlx::query_as!(
         ConsentEvidence,
         r#"select c.id, c.from_consent, c.to_consent, c.source, c.refused, c.detail, c.created_at,
-                c.webhook_event_id, w.raw_body as "webhook_raw_body?",
-                w.received_at as "webhook_received_at?", c.import_id, c.topic
+                c.webhook_event_id, null::text as "webhook_raw_body?",
+                null::timestamptz as "webhook_received_at?", c.import_id, c.topic
          from consent_events c
-         -- The webhook is in its month's partition, or, once that month is
-         -- archived, among the kept copies (lifecycle::archive).
-         left join lateral (
-             select raw_body, received_at from webhook_events where id = c.webhook_event_id
-             union all
-             select raw_body, received_at from webhook_events_kept where id = c.webhook_event_id
-             limit 1
-         ) w on true
          where c.phone_number = $1
          order by c.id"#,
         phone
     )
     .fetch_all(db)
-    .await
+    .await?;
+    let ids: Vec<i64> = history.iter().filter_map(|c| c.webhook_event_id).collect();
+    if ids.is_empty() {
+        return Ok(history);
+    }
+    // The webhook is in its month's partition, or, once that month is
+    // archived, among the kept copies (lifecycle::archive).
+    let evidence: HashMap<i64, (String, DateTime<Utc>)> = sqlx::query!(
+        r#"select distinct on (id) id as "id!", raw_body as "raw_body!", received_at as "received_at!"
+         from (select id, raw_body, received_at from webhook_events where id = any($1)
+               union all
+               select id, raw_body, received_at from webhook_events_kept where id = any($1)) w
+         order by id"#,
+        &ids
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|w| (w.id, (w.raw_body, w.received_at)))
+    .collect();
+    for change in &mut history {
+        if let Some((raw_body, received_at)) =
+            change.webhook_event_id.and_then(|id| evidence.get(&id))
+        {
+            change.webhook_raw_body = Some(raw_body.clone());
+            change.webhook_received_at = Some(*received_at);
+        }
+    }
+    Ok(history)
 }
 
 /// Subscribes or unsubscribes a person from a topic, under the same
