@@ -81,15 +81,7 @@ async fn measure(
     // pages read the same rows.
     let campaign = fixtures::campaign(db).await;
     let prefix: &'static str = format!("SM{}-", Uuid::new_v4().simple()).leak();
-    sqlx::query(
-        "insert into messages (campaign_id, phone_number, status, status_rank, twilio_sid, body)
-         select $1, '+1416' || lpad(i::text, 7, '0'), 'sending', 2, $2 || i, 'Hello'
-         from generate_series(0, 99999) as i",
-    )
-    .bind(campaign)
-    .bind(prefix)
-    .execute(db)
-    .await?;
+    fixtures::sending_messages_to(db, campaign, prefix, 100_000, "+1416").await?;
     sqlx::query("analyze messages").execute(db).await?;
     let settings = GroupCommitSettings::from_env(&shared::config::Env::from_process())?;
     let addr = serve(db, settings).await?;
@@ -182,9 +174,10 @@ async fn copy_out(db: &PgPool, month: Month) -> anyhow::Result<(f64, u64)> {
     Ok((t.elapsed().as_secs_f64(), bytes))
 }
 
-/// The loaded database of an earlier run (`BENCH_LIFECYCLE_KEEP=1`), if it is whole.
-async fn reuse_loaded() -> anyhow::Result<Option<(PgPool, Uuid)>> {
-    if std::env::var("BENCH_LIFECYCLE_KEEP").as_deref() != Ok("1") {
+/// The loaded database of an earlier run kept (`BENCH_LIFECYCLE_KEEP=1`),
+/// if it holds all of its `rows` (no `bench_loaded` row otherwise).
+async fn reuse_loaded(keep: bool, rows: i64) -> anyhow::Result<Option<(PgPool, Uuid)>> {
+    if !keep {
         return Ok(None);
     }
     let Ok(db) = open_database(LOADED_DB, 40).await else {
@@ -192,7 +185,7 @@ async fn reuse_loaded() -> anyhow::Result<Option<(PgPool, Uuid)>> {
     };
     let campaign: Option<Uuid> =
         sqlx::query_scalar("select campaign from bench_loaded where rows = $1")
-            .bind(count("BENCH_WEBHOOK_ROWS", 50_000_000) / MONTHS as i64 * MONTHS as i64)
+            .bind(rows)
             .fetch_optional(&db)
             .await
             .unwrap_or(None);
@@ -228,7 +221,7 @@ async fn load_history(
 
 pub async fn run() -> anyhow::Result<Vec<Figure>> {
     let total = count("BENCH_WEBHOOK_ROWS", 50_000_000);
-    let rounds = count("BENCH_LIFECYCLE_ROUNDS", 5).max(1) as usize;
+    let rounds = count("BENCH_LIFECYCLE_ROUNDS", 7).max(1) as usize;
     let page_runs = count("BENCH_LIFECYCLE_PAGE_RUNS", 1000).max(10) as usize;
     let keep = std::env::var("BENCH_LIFECYCLE_KEEP").as_deref() == Ok("1");
     let per_month = total / MONTHS as i64;
@@ -241,7 +234,7 @@ pub async fn run() -> anyhow::Result<Vec<Figure>> {
 
     let empty = fresh_database(EMPTY_DB, 40).await?;
     let empty_campaign = seed_db(&empty).await?;
-    let (db, campaign) = match reuse_loaded().await? {
+    let (db, campaign) = match reuse_loaded(keep, per_month * MONTHS as i64).await? {
         Some((db, campaign)) => {
             println!("lifecycle: reusing the loaded database {LOADED_DB}");
             // The earlier runs' callback messages, not what the seed made.

@@ -52,14 +52,26 @@ pub async fn sending_messages(
     prefix: &str,
     n: i64,
 ) -> Result<(), sqlx::Error> {
+    sending_messages_to(db, campaign, prefix, n, "+1415").await
+}
+
+/// As [`sending_messages`], to the numbers `{area}` followed by `i` in 7 digits.
+pub async fn sending_messages_to(
+    db: &PgPool,
+    campaign: Uuid,
+    prefix: &str,
+    n: i64,
+    area: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into messages (campaign_id, phone_number, status, status_rank, twilio_sid, body)
-         select $1, '+1415' || lpad(i::text, 7, '0'), 'sending', 2, $2 || i, 'Hello'
+         select $1, $4 || lpad(i::text, 7, '0'), 'sending', 2, $2 || i, 'Hello'
          from generate_series(0, $3 - 1) as i",
     )
     .bind(campaign)
     .bind(prefix)
     .bind(n)
+    .bind(area)
     .execute(db)
     .await?;
     Ok(())
